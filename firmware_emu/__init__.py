@@ -1,0 +1,1 @@
+"""Device behaviour (sans-IO state machines), the fleet, and the CLI."""

@@ -1,0 +1,1 @@
+"""Conformance runners: `codec` (decode/re-encode every message byte for byte, optionally verifying security)."""

@@ -1,0 +1,172 @@
+"""The three DLMS APDUs GBCS carries (no association, no GET/SET-Request): Access-Request `D9` (commands),
+Access-Response `DA` (responses) and Data-Notification `0F` (alerts), DLMS Green Book 9.5.
+
+    D9 | long-invoke-id-and-priority (4) | date-time (octet-string, empty) | N specs | N Data
+    DA | long-invoke-id-and-priority (4) | date-time | [access-request-specification] | N Data | N results
+    0F | long-invoke-id-and-priority (4) | date-time | notification-body (Data)
+
+The JSON form names classes, attributes and methods beside their numbers (informational keys, ignored by
+`encode_apdu`).
+"""
+from __future__ import annotations
+
+import construct as cs
+from construct import Byte, Enum, Int8sb, Int8ub, Int16ub, Struct, Switch, this
+
+from protocols.dlms import cosem
+from protocols.dlms.axdr import AxdrData
+from protocols.dlms.obis import Obis
+from protocols.errors import EncodeError
+from protocols.prims import BerLength, End, Expect, HexBytes, HexPrefixed, Linked, Reject, build_value, compiled, parse_exact, to_jsonable
+
+__all__ = ["AccessRequest", "AccessResponse", "DataNotification", "decode_apdu", "encode_apdu",
+           "DATA_ACCESS_RESULT", "ACTION_RESULT"]
+
+ACCESS_REQUEST = 0xD9
+ACCESS_RESPONSE = 0xDA
+DATA_NOTIFICATION = 0x0F
+
+SPEC_KIND = {"get": 1, "set": 2, "action": 3, "get-with-selection": 4, "set-with-selection": 5}
+
+#: Data-Access-Result (Green Book 9.5): 0 success ... 250 other-reason.
+DATA_ACCESS_RESULT = {
+    "success": 0, "hardware-fault": 1, "temporary-failure": 2, "read-write-denied": 3, "object-undefined": 4,
+    "object-class-inconsistent": 9, "object-unavailable": 11, "type-unmatched": 12, "scope-of-access-violated": 13,
+    "data-block-unavailable": 14, "long-get-aborted": 15, "no-long-get-in-progress": 16,
+    "long-set-aborted": 17, "no-long-set-in-progress": 18, "data-block-number-invalid": 19, "other-reason": 250,
+}
+#: Action-Result (Green Book 9.5).
+ACTION_RESULT = {
+    "success": 0, "hardware-fault": 1, "temporary-failure": 2, "read-write-denied": 3, "object-undefined": 4,
+    "object-class-inconsistent": 9, "object-unavailable": 11, "type-unmatched": 12, "scope-of-access-violated": 13,
+    "data-block-unavailable": 14, "long-action-aborted": 15, "no-long-action-in-progress": 16, "other-reason": 250,
+}
+
+InvokeIdAndPriority = HexBytes(cs.Bytes(4))
+
+AttributeDescriptor = Struct(
+    "class_id" / Int16ub,
+    "instance_id" / Obis,
+    "attribute_id" / Int8sb,
+)
+MethodDescriptor = Struct(
+    "class_id" / Int16ub,
+    "instance_id" / Obis,
+    "method_id" / Int8sb,
+)
+SelectiveAccess = Struct(
+    "selector" / Int8ub,
+    "parameters" / AxdrData,
+)
+
+AccessRequestSpecification = Struct(
+    "kind" / Enum(Byte, **SPEC_KIND),
+    "descriptor" / Switch(this.kind, {
+        "get": AttributeDescriptor, "set": AttributeDescriptor, "action": MethodDescriptor,
+        "get-with-selection": AttributeDescriptor, "set-with-selection": AttributeDescriptor,
+    }, default=Reject("unknown access-request-specification kind")),
+    "access_selection" / Switch(this.kind, {"get-with-selection": SelectiveAccess,
+                                            "set-with-selection": SelectiveAccess}, default=cs.Pass),
+)
+
+DataAccessResult = Enum(Byte, **DATA_ACCESS_RESULT)
+
+AccessResult = Struct(
+    "kind" / Enum(Byte, **SPEC_KIND),
+    "result" / Switch(this.kind, {
+        "action": Enum(Byte, **ACTION_RESULT), "get": DataAccessResult, "set": DataAccessResult,
+        "get-with-selection": DataAccessResult, "set-with-selection": DataAccessResult,
+    }, default=Reject("unknown access-response-specification kind")),
+)
+
+AccessRequest = Struct(
+    Expect(bytes((ACCESS_REQUEST,)), "Access-Request tag"),
+    "long_invoke_id_and_priority" / InvokeIdAndPriority,
+    "date_time" / HexPrefixed(),
+    "request_specifications" / cs.PrefixedArray(BerLength, AccessRequestSpecification),
+    "data" / cs.PrefixedArray(BerLength, AxdrData),
+    End,
+)
+
+AccessResponse = Struct(
+    Expect(bytes((ACCESS_RESPONSE,)), "Access-Response tag"),
+    "long_invoke_id_and_priority" / InvokeIdAndPriority,
+    "date_time" / HexPrefixed(),
+    "request_specifications" / Linked(cs.FocusedSeq(
+        "value",
+        "present" / cs.Rebuild(Int8ub, lambda ctx: 0 if ctx.value is None else 1),
+        cs.Check(lambda ctx: ctx.present in (0, 1)),
+        "value" / cs.If(this.present == 1, cs.PrefixedArray(BerLength, AccessRequestSpecification)),
+    )),
+    "data" / cs.PrefixedArray(BerLength, AxdrData),
+    "results" / cs.PrefixedArray(BerLength, AccessResult),
+    End,
+)
+
+DataNotification = Struct(
+    Expect(bytes((DATA_NOTIFICATION,)), "Data-Notification tag"),
+    "long_invoke_id_and_priority" / InvokeIdAndPriority,
+    "date_time" / HexPrefixed(),
+    "notification_body" / AxdrData,
+    End,
+)
+
+#: tag -> (JSON name, declaration, compiled twin used for parsing)
+APDUS = {
+    ACCESS_REQUEST: ("access_request", AccessRequest, compiled(AccessRequest)),
+    ACCESS_RESPONSE: ("access_response", AccessResponse, compiled(AccessResponse)),
+    DATA_NOTIFICATION: ("data_notification", DataNotification, compiled(DataNotification)),
+}
+APDU_BY_NAME = {name: con for name, con, _ in APDUS.values()}
+
+_INFO_KEYS = ("class_name", "attribute_name", "method_name")
+
+
+def _name_descriptor(d: dict) -> None:
+    """Add Blue Book names beside the numbers of an attribute or method descriptor (informational)."""
+    cid = d["class_id"]
+    name = cosem.class_name(cid)
+    if name:
+        d["class_name"] = name
+    if "attribute_id" in d:
+        an = cosem.attribute_name(cid, d["attribute_id"])
+        if an:
+            d["attribute_name"] = an
+    elif "method_id" in d:
+        mn = cosem.method_name(cid, d["method_id"])
+        if mn:
+            d["method_name"] = mn
+
+
+def decode_apdu(data: bytes, *, base: int = 0, cra_flag: str | None = None, message_code: int | None = None) -> dict:
+    """Decode a DLMS payload to `{<apdu name>: {...}}`. DecodeError names the field and absolute offset."""
+    entry = APDUS.get(data[0]) if data else None
+    if entry is None:
+        from protocols.errors import DecodeError
+        raise DecodeError(f"unknown DLMS APDU tag 0x{data[0]:02X}" if data else "empty DLMS payload", "dlms", base)
+    name, con, fast = entry
+    value = to_jsonable(parse_exact(fast, data, field=f"dlms.{name}", base=base, slow=con))
+    for spec in value.get("request_specifications") or ():
+        _name_descriptor(spec["descriptor"])
+    return {name: value}
+
+
+def _strip(obj):
+    """Drop informational names before building (they never affect the bytes)."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in _INFO_KEYS}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def encode_apdu(obj: dict, *, cra_flag: str | None = None, message_code: int | None = None) -> bytes:
+    """Bytes of a DLMS payload JSON object (`{"access_request": {...}}` etc.)."""
+    if not isinstance(obj, dict) or len(obj) != 1:
+        raise EncodeError("DLMS payload must be one of access_request, access_response, data_notification",
+                          "payload.dlms")
+    name, value = next(iter(obj.items()))
+    con = APDU_BY_NAME.get(name)
+    if con is None:
+        raise EncodeError(f"unknown DLMS APDU {name!r}", "payload.dlms")
+    return build_value(con, _strip(value), field=f"payload.dlms.{name}")

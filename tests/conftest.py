@@ -1,0 +1,49 @@
+"""Shared fixtures. RTDS data is read, never copied: `--rtds DIR` (or GBCS_EMU_RTDS) names the folder holding
+`RTDS-4.5.0` and `keystore`; it defaults to ../shared/rtds beside the checkout when that exists."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DEFAULT_RTDS = Path(__file__).resolve().parents[2] / "shared" / "rtds"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--rtds", action="store", default=os.environ.get("GBCS_EMU_RTDS"),
+                     help="folder holding the DCC RTDS (RTDS-4.5.0/ and keystore/); default ../shared/rtds")
+
+
+def _rtds_root(config) -> Path | None:
+    opt = config.getoption("--rtds")
+    root = Path(opt) if opt else DEFAULT_RTDS
+    return root if root.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def rtds_dir(request) -> Path:
+    """Root holding RTDS-4.5.0/ and keystore/ (skips when absent)."""
+    root = _rtds_root(request.config)
+    if root is None:
+        pytest.skip("RTDS not available (pass --rtds DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def rtds_messages(rtds_dir) -> list[tuple[Path, bytes]]:
+    """Every RTDS message below the RTDS root: (path, bytes)."""
+    out = []
+    for p in sorted(rtds_dir.rglob("*.HEX")):
+        out.append((p, bytes.fromhex(p.read_text().strip())))
+    if not out:
+        pytest.skip("no .HEX files under the RTDS folder")
+    return out
+
+
+@pytest.fixture(scope="session")
+def keystore_dir(rtds_dir) -> Path:
+    ks = rtds_dir / "keystore"
+    if not ks.is_dir():
+        pytest.skip("RTDS keystore not available")
+    return ks
