@@ -207,12 +207,14 @@ def conformance_codec(directory: str, keystore: str | None, verbose: bool) -> No
 
 
 def _register_optional_commands() -> None:
-    """Command groups owned by other rooms, added when present."""
-    try:
-        from firmware_emu.keys_cli import keys
-    except ImportError:
-        return
+    """Command groups that live in their own modules."""
+    from firmware_emu.keys_cli import keys
     main.add_command(keys)
+    try:
+        from firmware_emu.command_cli import command
+    except ImportError:  # pragma: no cover - added by the remote-party work
+        return
+    main.add_command(command)
 
 
 _register_optional_commands()
