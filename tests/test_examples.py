@@ -23,4 +23,4 @@ def test_example_hex_is_the_encoding_of_its_json(src):
 
 def test_there_are_examples_of_each_payload_family():
     fams = {next(iter(json.loads(p.read_text())["payload"])) for p in EXAMPLES}
-    assert {"dlms", "asn1"} <= fams
+    assert {"dlms", "gbz", "asn1"} <= fams
