@@ -198,7 +198,7 @@ def conformance_codec(directory: str, keystore: str | None, verbose: bool) -> No
         if not res.passed:
             click.echo(f"FAIL {res.path}: {res.reason}")
         elif verbose:
-            extra = " ".join(f"{k}={v}" for k, v in res.verdicts.items())
+            extra = " ".join(f"{k}={v}" for k, v in res.verdicts.items() if isinstance(v, str))
             click.echo(f"ok   {res.path} {extra}".rstrip())
 
     report = run_codec_conformance(Path(directory), verifier, show)
