@@ -21,7 +21,7 @@ from construct import Adapter, Construct, ConstructError, Container, ListContain
 from protocols.errors import DecodeError, EncodeError
 
 __all__ = [
-    "BerLength", "BerPrefixed", "End", "Expect", "FieldError", "Linked", "OptionalTail", "Reject", "compiled", "HexBytes", "Hex", "HexPrefixed", "Eui", "parse_exact", "build_value",
+    "BerLength", "BerPrefixed", "BufferConstruct", "End", "Expect", "FieldError", "Linked", "OptionalTail", "Reject", "compiled", "HexBytes", "Hex", "HexPrefixed", "Eui", "parse_exact", "build_value",
     "to_jsonable", "ber_length_bytes", "read_ber_length", "strip_info",
 ]
 
@@ -78,19 +78,49 @@ def _stream_buffer(stream) -> tuple[bytes, int]:
     return b"\x00" * pos + data, pos
 
 
-class BerLength(Construct):
-    """A-XDR length: `00..7F`, `81 nn`, `82 nnnn` (minimal form only)."""
+class BufferConstruct(Construct):
+    """A construct whose parser is hand-written over (buffer, position, end).
+
+    `fast_parse(buf, pos, end) -> (value, next pos)` raises FieldError with an absolute offset and a dotted
+    path relative to the construct; `fast_build(obj, out)` appends bytes and raises EncodeError. `_parse` and
+    `_build` adapt both to construct streams, so these pieces embed in ordinary declarations.
+    """
+
+    def fast_parse(self, buf, pos: int, end: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fast_build(self, obj, out: bytearray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _parse(self, stream, context, path):
         buf, pos = _stream_buffer(stream)
         try:
-            value, end = read_ber_length(buf, pos)
+            value, end = self.fast_parse(buf, pos, len(buf))
         except FieldError as e:
-            raise FieldError(e.raw_message, path, e.offset) from None
+            raise FieldError(e.raw_message, f"{path} -> {e.path}" if e.path else path, e.offset) from None
         finally:
             del buf
         stream.seek(end)
         return value
+
+    def _build(self, obj, stream, context, path):
+        out = bytearray()
+        try:
+            self.fast_build(obj, out)
+        except EncodeError as e:
+            raise EncodeError(e.message, f"{path} -> {e.field}" if e.field else path) from None
+        stream.write(bytes(out))
+        return obj
+
+    def _sizeof(self, context, path):
+        raise cs.SizeofError("variable size", path=path)
+
+
+class BerLength(BufferConstruct):
+    """A-XDR length: `00..7F`, `81 nn`, `82 nnnn` (minimal form only)."""
+
+    def fast_parse(self, buf, pos, end):
+        return read_ber_length(buf, pos)
 
     def _build(self, obj, stream, context, path):
         if not isinstance(obj, int):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import construct as cs
 
 from protocols.errors import DecodeError, EncodeError
-from protocols.prims import FieldError, _stream_buffer, ber_length_bytes, read_ber_length
+from protocols.prims import BufferConstruct, FieldError, ber_length_bytes, read_ber_length
 
 __all__ = ["DATA_TYPES", "AxdrData", "parse_data", "build_data", "decode_data", "encode_data",
            "TYPE_BY_NAME", "data_value"]
@@ -416,29 +416,14 @@ def build_data(d: dict) -> bytes:
 
 # --------------------------------------------------------------------------------------------- construct
 
-class AxdrData(cs.Construct):
+class AxdrData(BufferConstruct):
     """construct adapter around the table-driven A-XDR Data codec, so APDU declarations can embed Data."""
 
-    def _parse(self, stream, context, path):
-        buf, pos = _stream_buffer(stream)
-        try:
-            value, end = parse_data(buf, pos)
-        except FieldError as e:
-            raise FieldError(e.raw_message, f"{path} -> {e.path}" if e.path else path, e.offset) from None
-        finally:
-            del buf
-        stream.seek(end)
-        return value
+    def fast_parse(self, buf, pos, end):
+        return parse_data(buf, pos)
 
-    def _build(self, obj, stream, context, path):
-        try:
-            stream.write(build_data(obj))
-        except EncodeError as e:
-            raise EncodeError(e.message, f"{path} -> {e.field}" if e.field else path) from None
-        return obj
-
-    def _sizeof(self, context, path):
-        raise cs.SizeofError("Data is variable-sized", path=path)
+    def fast_build(self, obj, out):
+        out += build_data(obj)
 
 
 AxdrData = AxdrData()

@@ -41,7 +41,7 @@ import construct as cs
 from construct import Int8ul, Int16ul, Int24ul, Int32sl, Int32ul, Struct
 
 from protocols.errors import EncodeError
-from protocols.prims import FieldError, _stream_buffer
+from protocols.prims import BufferConstruct as FastConstruct, FieldError, _stream_buffer
 
 __all__ = [
     "ZclType", "ZCL_TYPES", "TYPE_BY_ID", "TYPE_BY_NAME", "parse_typed", "build_typed",
@@ -386,44 +386,6 @@ def build_typed_value(out: bytearray, tv, depth: int = 0) -> None:
 
 
 # ================================================================================ fast-parsing constructs
-
-class FastConstruct(cs.Construct):
-    """A construct whose parser is hand-written over (buffer, position, end).
-
-    `fast_parse(buf, pos, end) -> (value, next pos)` raises FieldError with an absolute offset and a dotted
-    path relative to the construct; `fast_build(obj, out)` appends bytes and raises EncodeError. `_parse` and
-    `_build` adapt both to construct streams, so these pieces embed in ordinary declarations.
-    """
-
-    def fast_parse(self, buf, pos: int, end: int):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def fast_build(self, obj, out: bytearray) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _parse(self, stream, context, path):
-        buf, pos = _stream_buffer(stream)
-        try:
-            value, end = self.fast_parse(buf, pos, len(buf))
-        except FieldError as e:
-            raise FieldError(e.raw_message, f"{path} -> {e.path}" if e.path else path, e.offset) from None
-        finally:
-            del buf
-        stream.seek(end)
-        return value
-
-    def _build(self, obj, stream, context, path):
-        out = bytearray()
-        try:
-            self.fast_build(obj, out)
-        except EncodeError as e:
-            raise EncodeError(e.message, f"{path} -> {e.field}" if e.field else path) from None
-        stream.write(bytes(out))
-        return obj
-
-    def _sizeof(self, context, path):
-        raise cs.SizeofError("variable size", path=path)
-
 
 class _ZclString(FastConstruct):
     """A ZCL octet/character string field (length prefix, 0xFF[FF] = invalid -> null)."""
