@@ -47,3 +47,15 @@ def keystore_dir(rtds_dir) -> Path:
     if not ks.is_dir():
         pytest.skip("RTDS keystore not available")
     return ks
+
+
+# CI runs a fixed, reproducible set of hypothesis examples (a red CI must be reproducible from its log);
+# developers get fresh random examples on every run. GBCS_EMU_HYPOTHESIS=long widens the search.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=20000, deadline=None)
+if os.environ.get("GBCS_EMU_HYPOTHESIS"):
+    settings.load_profile(os.environ["GBCS_EMU_HYPOTHESIS"])
+elif os.environ.get("CI"):
+    settings.load_profile("ci")

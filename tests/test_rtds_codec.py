@@ -98,3 +98,29 @@ def test_each_message_kind_is_present_and_decodes(rtds_messages, kind):
             assert msg["signature"] is None and "mac_header" not in msg
         if kind == "ALERT":
             assert msg["grouping_header"]["cra_flag"] == "alert"
+
+
+def test_5000_mutated_rtds_messages_through_decode_jsonl(rtds_messages, tmp_path):
+    """The CLI contract: one JSON object per input line, a decoded message or a typed DecodeError record,
+    exit 2 because some failed, never a traceback."""
+    import subprocess
+    import sys
+
+    rng = random.Random(5000)
+    lines = [_mutate(rng, rtds_messages[n % len(rtds_messages)][1]).hex() or "00" for n in range(5000)]
+    f = tmp_path / "mutated.txt"
+    f.write_text("\n".join(lines) + "\n")
+    r = subprocess.run([sys.executable, "-m", "firmware_emu.cli", "decode", "--jsonl", str(f)],
+                       capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(out) == 5000 and r.returncode == 2
+    kinds = {"decoded": 0, "error": 0}
+    for rec in out:
+        if "error" in rec:
+            assert rec["error"]["type"] == "DecodeError", rec
+            kinds["error"] += 1
+        else:
+            assert "grouping_header" in rec or "gbt_block" in rec
+            kinds["decoded"] += 1
+    assert kinds["error"] > 1000
