@@ -358,6 +358,15 @@ def _summary(items: list[dict]) -> str:
 # entry points
 
 
+def _acb_list(keystore: Keystore, acb) -> list:
+    """The ACB EUIs to try: as given (one or several), else every role-04 EUI in the keystore."""
+    if acb is None:
+        return acb_euis(keystore)
+    if isinstance(acb, (str, bytes, bytearray, memoryview)):
+        return [as_eui(acb)]
+    return [as_eui(a) for a in acb]
+
+
 def verify_message(data: bytes, msg: dict, keystore: Keystore, *, acb: EuiLike | Iterable[EuiLike] | None = None,
                    decrypt: bool = True) -> dict:
     """MAC, signature and decryption verdicts of one message (`msg` is its decoded JSON form, used for the JSON
@@ -365,12 +374,7 @@ def verify_message(data: bytes, msg: dict, keystore: Keystore, *, acb: EuiLike |
     layout = message_layout(data)
     if layout is None:  # GBT block: its reassembled message carries the MAC
         return {"mac": ABSENT, "signature": ABSENT, "decryption": ABSENT, "decrypted": []}
-    if acb is None:
-        acbs = acb_euis(keystore)
-    elif isinstance(acb, (str, bytes, bytearray, memoryview)):
-        acbs = [as_eui(acb)]
-    else:
-        acbs = [as_eui(a) for a in acb]
+    acbs = _acb_list(keystore, acb)
     items = _decrypt_items(layout, msg, keystore) if decrypt else []
     verdicts = {
         "mac": _mac_verdict(layout, keystore, acbs),
@@ -388,12 +392,7 @@ def make_verifier(keystore_dir: Path | str | os.PathLike | Keystore, *,
     """A `verifier(data, msg) -> verdicts` over the keystore in `keystore_dir` (loaded once; ECDH secrets are
     cached by the keystore). Raises KeystoreError when the directory does not exist."""
     keystore = keystore_dir if isinstance(keystore_dir, Keystore) else Keystore(Path(keystore_dir))
-    if acb is None:
-        acbs = acb_euis(keystore)
-    elif isinstance(acb, (str, bytes, bytearray, memoryview)):
-        acbs = [as_eui(acb)]
-    else:
-        acbs = [as_eui(a) for a in acb]
+    acbs = _acb_list(keystore, acb)
 
     def verifier(data: bytes, msg: dict) -> dict:
         return verify_message(data, msg, keystore, acb=acbs)

@@ -387,8 +387,9 @@ def build_typed_value(out: bytearray, tv, depth: int = 0) -> None:
 
 # ================================================================================ fast-parsing constructs
 
-class _ZclString(FastConstruct):
-    """A ZCL octet/character string field (length prefix, 0xFF[FF] = invalid -> null)."""
+class _ZclTyped(FastConstruct):
+    """A ZCL value of one declared type as a command field: strings (length prefix, 0xFF[FF] = invalid ->
+    null) and fixed-size values with a structured JSON form (date, time of day)."""
 
     def __init__(self, type_name: str):
         super().__init__()
@@ -401,18 +402,8 @@ class _ZclString(FastConstruct):
         build_typed(out, self.ztype, obj)
 
 
-class _ZclFixed(FastConstruct):
-    """A fixed-size ZCL value with a structured JSON form (date, time of day)."""
-
-    def __init__(self, type_name: str):
-        super().__init__()
-        self.ztype = TYPE_BY_NAME[type_name]
-
-    def fast_parse(self, buf, pos, end):
-        return parse_typed(buf, pos, end, self.ztype)
-
-    def fast_build(self, obj, out):
-        build_typed(out, self.ztype, obj)
+class _ZclFixed(_ZclTyped):
+    """A fixed-size typed field: its size is known, so Structs holding it can be sized."""
 
     def _sizeof(self, context, path):
         return self.ztype.size
@@ -456,9 +447,9 @@ class HexRestField(FastConstruct):
         out += _hex(obj)
 
 
-OctetString = _ZclString("octet_string")
-CharString = _ZclString("char_string")
-LongOctetString = _ZclString("long_octet_string")
+OctetString = _ZclTyped("octet_string")
+CharString = _ZclTyped("char_string")
+LongOctetString = _ZclTyped("long_octet_string")
 Date = _ZclFixed("date")
 TimeOfDay = _ZclFixed("time_of_day")
 TypeId = TypeIdField()
