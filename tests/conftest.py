@@ -31,6 +31,12 @@ def rtds_dir(request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rtds(rtds_dir) -> Path:
+    """The RTDS message folder (RTDS-4.5.0) below the RTDS root."""
+    return rtds_dir / "RTDS-4.5.0"
+
+
+@pytest.fixture(scope="session")
 def rtds_messages(rtds_dir) -> list[tuple[Path, bytes]]:
     """Every RTDS message below the RTDS root: (path, bytes)."""
     out = []

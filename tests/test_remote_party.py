@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from pathlib import Path
 
 import pytest
+
+from hil.conformance.codec import read_message_file
 from click.testing import CliRunner
 
 from firmware_emu.command_cli import command
@@ -30,13 +31,8 @@ T_ACB = DEFAULT_ORGANISATIONS[Role.ACCESS_CONTROL_BROKER].hex().upper()
 T_NO = DEFAULT_ORGANISATIONS[Role.NETWORK_OPERATOR].hex().upper()
 
 
-def read_hex(path: Path) -> bytes:
-    return bytes.fromhex(re.sub(r"\s+", "", path.read_text()))
+read_hex = read_message_file  # RTDS .HEX: hex text, whitespace ignored
 
-
-@pytest.fixture(scope="module")
-def rtds(rtds_dir: Path) -> Path:
-    return rtds_dir / "RTDS-4.5.0"
 
 
 @pytest.fixture(scope="module")

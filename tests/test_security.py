@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from hil.conformance.codec import read_message_file
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -83,13 +84,8 @@ def parse_message(data: bytes) -> Message:
     return Message(gs, mac, gs[2], int.from_bytes(gs[3:11], "big"), gs[12:20], gs[21:29], gs[1:pos], signature)
 
 
-def read_hex(path: Path) -> bytes:
-    return bytes.fromhex(re.sub(r"\s+", "", path.read_text()))
+read_hex = read_message_file  # RTDS .HEX: hex text, whitespace ignored
 
-
-@pytest.fixture(scope="session")
-def rtds(rtds_dir: Path) -> Path:
-    return rtds_dir / "RTDS-4.5.0"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hil.conformance.codec import read_message_file
+
 from protocols.errors import DecodeError, GbcsEmuError
 from protocols.gbcs.message import decode, encode
 from protocols.security import Keystore
@@ -18,13 +20,8 @@ ESME, GSME, GPF, PPMID = "00DB1234567890A0", "00DB1234567890A1", "00DB1234567890
 VERDICTS = {VALID, INVALID, UNKNOWN, ABSENT}
 
 
-def read_hex(path: Path) -> bytes:
-    return bytes.fromhex(re.sub(r"\s+", "", path.read_text()))
+read_hex = read_message_file  # RTDS .HEX: hex text, whitespace ignored
 
-
-@pytest.fixture(scope="module")
-def rtds(rtds_dir: Path) -> Path:
-    return rtds_dir / "RTDS-4.5.0"
 
 
 @pytest.fixture(scope="module")

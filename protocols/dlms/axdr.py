@@ -13,7 +13,6 @@ import math
 import struct
 from dataclasses import dataclass
 
-import construct as cs
 
 from protocols.errors import DecodeError, EncodeError
 from protocols.prims import BufferConstruct, FieldError, ber_length_bytes, read_ber_length

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import construct as cs
 
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import EncodeError
 from protocols.framing.crc import x25
 from protocols.framing.stream import ERROR, FRAME, NEED, BaseDeframer, Frame
 from protocols.prims import parse_exact
