@@ -14,7 +14,7 @@ from typing import Callable
 from protocols.errors import DecodeError, EncodeError
 from protocols.gbcs import envelope as env
 from protocols.gbcs.registry import REGISTRY
-from protocols.prims import ber_length_bytes, build_value, parse_exact, to_jsonable
+from protocols.prims import build_value, parse_exact, to_jsonable
 
 __all__ = ["decode", "encode", "split_payload", "payload_family", "PAYLOAD_FAMILIES"]
 
@@ -26,13 +26,15 @@ _GC_FIELDS = ("transaction_id", "originator_system_title", "recipient_system_tit
 
 
 def payload_family(content: bytes, message_code: int | None = None) -> str:
-    """Which payload family `content` is: `dlms`, `gbz` or `asn1` (told apart by the first bytes)."""
+    """Which payload family `content` is: `dlms` (D9/DA/0F), `gbz` (profile 01 09) or `asn1` (anything else).
+
+    The first bytes decide alone: no ASN.1 payload GBCS defines can start with those bytes, and a payload of
+    the wrong family for its message code is a device error that the device layer reports, not the codec.
+    `message_code` is accepted for callers that have it and is not needed."""
     if content[:1] and content[0] in DLMS_TAGS:
         return "dlms"
     if content[:2] == GBZ_PROFILE:
-        entry = REGISTRY.get(message_code) if message_code is not None else None
-        if entry is None or "gbz" in entry.payload_families or entry.payload_families == ():
-            return "gbz"
+        return "gbz"
     return "asn1"
 
 
@@ -79,14 +81,9 @@ def _grouping_header_json(gs) -> dict:
     }
 
 
-def split_payload(data: bytes) -> tuple[dict, bytes, int]:
-    """(decoded envelope without payload, payload bytes, payload offset in `data`): for layers that need
-    the raw payload (security, devices) without decoding it."""
-    msg, content, offset = _decode_envelope(data)
-    return msg, content, offset
-
-
-def _decode_envelope(data: bytes) -> tuple[dict, bytes | None, int]:
+def split_payload(data: bytes) -> tuple[dict, bytes | None, int]:
+    """(decoded envelope without payload, payload bytes, payload offset in `data`): for layers that need the
+    raw payload (security, devices) without decoding it. The payload is None for a GBT block."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -135,7 +132,7 @@ def _decode_envelope(data: bytes) -> tuple[dict, bytes | None, int]:
 
 def decode(data: bytes) -> dict:
     """Decode one GBCS message to its JSON form. Raises DecodeError (field path, byte offset) on bad input."""
-    msg, content, offset = _decode_envelope(data)
+    msg, content, offset = split_payload(data)
     if content is None:
         return msg
     code = int(msg["grouping_header"]["other_information"]["message_code"], 16)
@@ -250,7 +247,3 @@ def encode(msg: dict) -> bytes:
         return wrap_mac_header(signing, mh.get("mac", ""), mh)
     return signing
 
-
-def length_form(n: int) -> bytes:
-    """Re-exported for callers that assemble bytes by hand (e.g. signatures)."""
-    return ber_length_bytes(n)
