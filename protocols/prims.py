@@ -21,7 +21,7 @@ from construct import Adapter, Construct, ConstructError, Container, ListContain
 from protocols.errors import DecodeError, EncodeError
 
 __all__ = [
-    "BerLength", "BerPrefixed", "BufferConstruct", "End", "Expect", "FieldError", "Linked", "OptionalTail", "Reject", "compiled", "HexBytes", "Hex", "HexPrefixed", "Eui", "parse_exact", "build_value",
+    "BerLength", "BerPrefixed", "BufferConstruct", "End", "Expect", "FieldError", "Linked", "OptionalTail", "Reject", "StrictEnum", "compiled", "HexBytes", "Hex", "HexPrefixed", "Eui", "parse_exact", "build_value",
     "to_jsonable", "ber_length_bytes", "read_ber_length", "strip_info",
 ]
 
@@ -261,6 +261,32 @@ def expect_bytes(stream, value: bytes, what: str):
         raise FieldError(f"expected {what}{value.hex().upper()}, found {got.hex().upper() or 'end of data'}",
                          None, pos)
     return None
+
+
+class StrictEnum(Adapter):
+    """A closed enumeration (e.g. the CRA flag): parses to the name, and a value the format does not define is
+    an error at that byte, not a number passed on. Builds from the name or the number."""
+
+    def __init__(self, subcon, **mapping):
+        super().__init__(subcon)
+        self.by_value = {v: k for k, v in mapping.items()}
+        self.by_name = dict(mapping)
+
+    def _parse(self, stream, context, path):
+        pos = stream.tell()
+        raw = self.subcon._parsereport(stream, context, path)
+        name = self.by_value.get(raw)
+        if name is None:
+            raise FieldError(f"undefined value {raw} (defined: "
+                             + ", ".join(f"{v} {k}" for k, v in self.by_name.items()) + ")", path, pos)
+        return name
+
+    def _encode(self, obj, context, path):
+        if obj in self.by_name:
+            return self.by_name[obj]
+        if isinstance(obj, int) and obj in self.by_value:
+            return obj
+        raise cs.MappingError(f"undefined value {obj!r}", path=path)
 
 
 class Reject(Construct):

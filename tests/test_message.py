@@ -123,6 +123,7 @@ def test_gbt_block_round_trip():
     ("", "", 0),
     ("AB", "tag", 0),
     ("DF08", "grouping_header.transaction_id", 1),
+    ("DF0907" + "00" * 8, "grouping_header.transaction_id.cra_flag", 2),
     ("DD00000000000005", "general_ciphering", 7),
     ("DD00000000000081", "general_ciphering", 7),
     ("DD000000000000001100", "general_ciphering.ciphered_content", 8),

@@ -12,12 +12,12 @@ The payload (`content`) stays bytes here; `protocols.gbcs.message` decodes it by
 from __future__ import annotations
 
 import construct as cs
-from construct import Byte, Enum, If, Int16ub, Int32ub, Int64ub, Int8ub, Struct, this
+from construct import Byte, If, Int16ub, Int32ub, Int64ub, Int8ub, Struct, this
 
-from protocols.prims import BerPrefixed, End, Eui, Expect, Hex, HexBytes, HexPrefixed, Linked, OptionalTail, compiled
+from protocols.prims import BerPrefixed, End, Eui, Expect, Hex, HexBytes, HexPrefixed, Linked, OptionalTail, StrictEnum, compiled
 
 CRA_FLAG = {"command": 1, "response": 2, "alert": 3}
-CraFlag = Enum(Byte, **CRA_FLAG)
+CraFlag = StrictEnum(Byte, **CRA_FLAG)
 
 GENERAL_CIPHERING_TAG = 0xDD
 GENERAL_SIGNING_TAG = 0xDF

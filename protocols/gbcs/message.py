@@ -118,9 +118,6 @@ def split_payload(data: bytes) -> tuple[dict, bytes | None, int]:
         raise DecodeError(f"unknown message tag 0x{tag:02X} (expected DD or DF)", "tag", 0)
     gs = parse_exact(env.GeneralSigningFast, signing, field="grouping_header", base=signing_offset,
                      slow=env.GeneralSigning)
-    if not isinstance(gs.transaction_id.cra_flag, str):
-        raise DecodeError(f"unknown CRA flag {int(gs.transaction_id.cra_flag)} (1 command, 2 response, 3 alert)",
-                          "grouping_header.transaction_id.cra_flag", signing_offset + 2)
     content = bytes.fromhex(gs.content)
     sig = gs.signature
     tail = 0 if sig is None else 1 + len(sig) // 2
