@@ -1,0 +1,1 @@
+"""The sans-IO device core every device type shares: identity, security policy, dispatch, state, time."""

@@ -1,0 +1,1 @@
+"""The electricity smart meter (ESME)."""
