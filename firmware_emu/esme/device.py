@@ -32,7 +32,7 @@ from firmware_emu.core.security import InboundCommand
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Esme", "ASN1_HANDLERS", "asn1_handler", "FAMILY_MODULES"]
+__all__ = ["Esme", "ASN1_HANDLERS", "asn1_handler", "TIMER_HANDLERS", "timer_handler", "FAMILY_MODULES"]
 
 #: Modules that add COSEM objects to the ESME (each defines `register(server, catalogue)`).
 FAMILY_MODULES: tuple[str, ...] = (
@@ -45,6 +45,16 @@ FAMILY_MODULES: tuple[str, ...] = (
 ASN1_MODULES: tuple[str, ...] = ("firmware_emu.esme.credentials",)
 
 ASN1_HANDLERS: dict[str, Callable[["Esme", InboundCommand, float], Reply]] = {}
+#: Scheduled-work handlers by `Device.schedule` kind: fn(device, data, at) -> list[Emitted].
+TIMER_HANDLERS: dict[str, Callable] = {}
+
+
+def timer_handler(kind: str):
+    """Register what runs when scheduled work of `kind` comes due."""
+    def deco(fn):
+        TIMER_HANDLERS[kind] = fn
+        return fn
+    return deco
 
 
 def asn1_handler(*names: str):
@@ -80,7 +90,7 @@ class Esme(Device):
                 module = _optional_import(name)
                 if module is not None:
                     module.register(server, catalogue)
-            for name in ASN1_MODULES:
+            for name in ASN1_MODULES + ("firmware_emu.esme.future", "firmware_emu.esme.events"):
                 _optional_import(name)
             cls._server = server
         return cls._server
@@ -123,6 +133,17 @@ class Esme(Device):
                     return reply
         response = self.server().access(ctx, request)
         return Reply(encode_apdu(response, cra_flag="response"), alerts=ctx.scratch.get("alerts", []))
+
+    def on_timer(self, kind, data, at):
+        self.server()  # the family modules register their timer handlers when imported
+        handler = TIMER_HANDLERS.get(kind)
+        if handler is None and kind == "future_dated":
+            future = _optional_import("firmware_emu.esme.future")
+            handler = getattr(future, "execute", None)
+        if handler is None:
+            self.event("unknown_timer", kind=kind)
+            return []
+        return handler(self, data, at)
 
     def stimulate(self, message_code, alert_code, now, **detail):
         events = _optional_import("firmware_emu.esme.events")
