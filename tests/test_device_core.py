@@ -1,7 +1,7 @@
 """The device core's GBCS security policy and persistence, on an ESME with an own test PKI.
 
 Each refusal must raise the alert GBCS prescribes (or nothing, for frames the device cannot attribute) and leave
-the device's state as it was, apart from its security log and alert counter."""
+the device's state as it was, apart from its security log, alert log and alert counter."""
 from __future__ import annotations
 
 import copy
@@ -101,6 +101,7 @@ def _refused(esme, frame, alert):
     after = copy.deepcopy(esme.state)
     for s in (before, after):
         s.pop("security_log")
+        s.pop("alert_log", None)
         s["counters"].pop("alert")
     assert after == before, "a refused command changed the device"
     return out

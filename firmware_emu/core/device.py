@@ -44,6 +44,9 @@ RESPONSE_DATE_TIME_USE_CASES = frozenset({
     "ECS23b", "GCS13a", "GCS13b", "GCS13c", "GCS14", "GCS60a",
 })
 
+#: How many raised alerts the persisted `state["alert_log"]` keeps (the event logs read it).
+ALERT_LOG_DEPTH = 100
+
 #: How trust anchors are keyed in the persisted state.
 ROLE_KEYS = {r: r.name.lower() for r in Role}
 
@@ -216,6 +219,9 @@ class Device:
         frame = security.build_alert(self.keys, counter=counter, recipient=to, message_code=message_code,
                                      content=content, critical=critical, other_information=other_information)
         self.event("alert", alert_code=alert_code, message_code=message_code, counter=counter)
+        alert_log = self.state.setdefault("alert_log", [])
+        alert_log.append({"t": self.now, "alert_code": alert_code, "message_code": message_code, "counter": counter})
+        del alert_log[:-ALERT_LOG_DEPTH]
         return Emitted("alert", frame, message_code, counter, eui_hex(to), alert_code)
 
     # -- time ------------------------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def check_command(frame: bytes, *, eui: bytes, device_type: str, keys: DeviceKey
     oi = gh["other_information"]
     code = int(oi["message_code"], 16)
     entry = REGISTRY.get(code)
-    if entry is None or entry.message_type.startswith("SME.A") or (
+    if entry is None or (entry.message_type or "").startswith("SME.A") or (
             entry.target_devices and device_type not in entry.target_devices):
         raise Rejection("unsupported_use_case", AlertCode.COMMAND_INTEGRITY_CHECK_FAILED,
                         f"message code 0x{code:04X} is not a command this {device_type} serves", gh, entry)

@@ -132,7 +132,8 @@ class Esme(Device):
                 if reply is not None:
                     return reply
         response = self.server().access(ctx, request)
-        return Reply(encode_apdu(response, cra_flag="response"), alerts=ctx.scratch.get("alerts", []))
+        return Reply(encode_apdu(response, cra_flag="response"), alerts=ctx.scratch.get("alerts", []),
+                     other_information=ctx.scratch.get("other_information"))
 
     def on_timer(self, kind, data, at):
         self.server()  # the family modules register their timer handlers when imported
