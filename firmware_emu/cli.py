@@ -206,6 +206,50 @@ def conformance_codec(directory: str, keystore: str | None, verbose: bool) -> No
     sys.exit(EXIT_OK if report.failed == 0 else 1)
 
 
+@conformance.command("rtds")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--keystore", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the RTDS keystore (remote parties' keys, devices' certificates)")
+@click.option("--junit", type=click.Path(dir_okay=False), help="write JUnit XML (one testcase per case)")
+@click.option("--save", type=click.Path(file_okay=False),
+              help="write every emitted frame as hex, and the emulated devices' certificates in SAVE/keystore/")
+@click.option("--device-type", "device_types", multiple=True, metavar="EUI=TYPE",
+              help="the device type of a recipient EUI (ESME, GSME, CHF, GPF, PPMID, HCALCS); repeatable")
+@click.option("--start", metavar="ISO", help="the devices' clock at the start of each case "
+                                             "(default 2015-01-01T00:00:00Z)")
+@click.option("--verbose", "-v", is_flag=True, help="also a line per passing and skipped case")
+def conformance_rtds(directory: str, keystore: str, junit: str | None, save: str | None,
+                     device_types: tuple[str, ...], start: str | None, verbose: bool) -> None:
+    """Replay every RTDS command below DIRECTORY against a fresh emulated device and compare its response and
+    alerts with the RTDS ones, by form."""
+    from hil.conformance.rtds import _parse_start, run_rtds_conformance
+    from protocols.security.eui import as_eui, eui_hex
+
+    types: dict[str, str] = {}
+    for item in device_types:
+        eui, sep, dtype = item.partition("=")
+        try:
+            if not sep or not dtype.strip():
+                raise ValueError(item)
+            types[eui_hex(as_eui(eui.strip()))] = dtype.strip().upper()
+        except (ValueError, GbcsEmuError):
+            click.echo(f"error: --device-type wants EUI=TYPE with a 16-hex-digit EUI, not {item!r}", err=True)
+            sys.exit(EXIT_USAGE)
+    try:
+        if start is not None:
+            _parse_start(start)
+    except ValueError:
+        click.echo(f"error: --start wants an ISO 8601 date-time, not {start!r}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        report = run_rtds_conformance(Path(directory), Path(keystore), junit=junit, save=save,
+                                      device_types=types, start=start, verbose=verbose, out=click.echo)
+    except GbcsEmuError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_OK if report.failed == 0 else 1)
+
+
 def _register_optional_commands() -> None:
     """Command groups that live in their own modules."""
     from firmware_emu.keys_cli import keys

@@ -127,6 +127,35 @@ def brief_codes(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
+#: Use cases the v4.0 appendix has no row for (newer GBCS versions) and the credential-replacement variants it
+#: leaves to GBCS section 13: their classification as GBCS and DUIS define it. Every value here is a GBCS fact,
+#: written down because no machine-readable source in ../shared carries it; `source` records "gbcs-override".
+_C = {"message_type": "SME.C.C", "critical": True, "replay_protection": True}
+_NC = {"message_type": "SME.C.NC", "critical": False, "replay_protection": False}
+_SUP, _SUP_NO = ["Supplier"], ["Supplier", "Network Operator"]
+OVERRIDES: dict[str, dict] = {
+    "ECS08": {**_C, "future_dated_capable": True, "roles": _SUP},
+    "ECS26d": {**_NC, "roles": _SUP_NO}, "ECS26e": {**_NC, "roles": _SUP_NO},
+    "ECS26i": {**_NC, "roles": _SUP_NO}, "ECS35f": {**_NC, "roles": _SUP_NO}, "ECS61a": {**_NC, "roles": _SUP},
+    "ECS30": {**_C, "future_dated_capable": False, "roles": _SUP},
+    "ECS46c": {**_C, "future_dated_capable": True, "roles": _SUP},
+    "ECS47": {**_C, "future_dated_capable": False, "roles": _SUP},
+    "GCS21d": {**_NC, "roles": _SUP_NO}, "GCS21e": {**_NC, "roles": _SUP_NO},
+    "GCS24": {**_C, "future_dated_capable": False, "roles": _SUP},
+    # CS02a and the MAC variant of CS02f are MAC-only; the CS02b/CS02g replacements are critical (the device
+    # signs its response), authorised by the signature of the party whose anchor changes (ACB by ACB: its MAC).
+    "CS02a": {**_NC, "roles": []}, "CS02f": {**_NC, "roles": []},
+    **{n: {**_C, "roles": []} for n in (
+        "CS02bSupplierBySupplier", "CS02bNOByNO", "CS02bACBByACB", "CS02bWPByWP", "CS02bTransCoSByTransCoS",
+        "CS02bSupplierByTransCoS", "CS02bAnyExceptAbnormalRootByRecovery", "CS02bAnyByContingency")},
+    "CS02b": {**_C, "roles": []}, "CS02g": {**_C, "future_dated_capable": True, "roles": []},
+    "CCS08": {"message_type": "SME.A.C", "critical": True},
+    "CS02gBySupplier": {**_C, "future_dated_capable": True, "roles": ["Supplier"]},
+    "CS02gByLoadController": {**_C, "future_dated_capable": True, "roles": ["Load Controller"]},
+    "CS08": {**_NC, "roles": []},
+}
+
+
 def generate(spec: Path, brief: Path) -> dict:
     ucs = json.loads((spec / "gbcs-use-cases.json").read_text())
     mapping = json.loads((spec / "gbcs-mapping-table.json").read_text())
@@ -204,8 +233,16 @@ def generate(spec: Path, brief: Path) -> dict:
         if not e["target_devices"]:
             prefix = re.match(r"[A-Z]+", e["name"]).group(0)
             e["target_devices"] = list(PREFIX_DEVICES.get(prefix, ()))
+    for e in entries.values():
+        override = OVERRIDES.get(e["name"])
+        if override is not None:
+            for k, v in override.items():
+                if e.get(k) is None or k in ("critical", "message_type", "replay_protection") and \
+                        e.get("critical") is None:
+                    e[k] = list(v) if isinstance(v, list) else v
+            e["sources"].append("gbcs-override")
     # One primary name per code: the appendix's name first, then the service list, then the brief.
-    rank = {"gbcs-use-cases": 0, "service-requests": 1, "mapping-table": 2, "gbcs-brief": 3}
+    rank = {"gbcs-use-cases": 0, "service-requests": 1, "mapping-table": 2, "gbcs-brief": 3, "gbcs-override": 4}
     ordered = sorted(entries.values(), key=lambda e: (int(e["code"], 16), min(rank[s] for s in e["sources"]),
                                                       e["name"]))
     aliases = {}

@@ -63,6 +63,10 @@ ROLE_NAMES: dict[str, Role] = {
 SIGNATURE_ONLY_USE_CASES = frozenset({"CS02a", "CS02b", "CS02f", "CS02g"})
 
 #: Who may run the credential-replacement use cases, which the appendix leaves to GBCS section 13.
+#: Critical use cases whose command the ACB authorises with its MAC alone (the ACB replacing its own anchor,
+#: CS02b ACB-by-ACB, 0x0104): no originator signature; the device still signs its response.
+MAC_AUTHORISED_CODES = frozenset({0x0104})
+
 #: Reads an unknown remote party may make through the ACB, carrying its KA certificate in other-information.
 URP_USE_CASES = frozenset({"ECS21b", "GCS16b", "GCS61"})
 
@@ -219,7 +223,7 @@ def check_command(frame: bytes, *, eui: bytes, device_type: str, keys: DeviceKey
 
     signature = env.get("signature")
     signed = bool(signature)
-    if entry.critical or mh is None:
+    if (entry.critical and code not in MAC_AUTHORISED_CODES) or mh is None:
         if not signed:
             raise Rejection("missing_signature", AlertCode.FAILED_AUTHENTICATION_OR_AUTHORISATION,
                             f"{entry.name} is critical and must be signed", gh, entry)

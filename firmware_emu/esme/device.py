@@ -153,5 +153,20 @@ class Esme(Device):
         self.now = now
         return self._run_due(now) + events.stimulate(self, message_code, alert_code, now, **detail)
 
+    def device_time(self, now: float) -> float:
+        """The meter's own clock: simulated time plus the offset ECS70 and clock adjustments leave."""
+        return now + self.state["esme"].get("clock_offset", 0)
+
+    def response_date_time(self, now: float) -> dict:
+        return super().response_date_time(self.device_time(now))
+
     def alert_content(self, alert_code, counter, now, extra) -> bytes:
-        return dlms_alert_content(alert_code, counter, now, extra)
+        return dlms_alert_content(alert_code, counter, self.device_time(now), extra)
+
+    def on_tick(self, now: float):
+        """Consumption drains prepayment credit (thresholds, alerts, disablement)."""
+        prepayment = _optional_import("firmware_emu.esme.prepayment")
+        if prepayment is None:
+            return []
+        self.server()
+        return prepayment.on_consumption(self, now) or []
