@@ -150,6 +150,8 @@ OVERRIDES: dict[str, dict] = {
         "CS02bSupplierByTransCoS", "CS02bAnyExceptAbnormalRootByRecovery", "CS02bAnyByContingency")},
     "CS02b": {**_C, "roles": []}, "CS02g": {**_C, "future_dated_capable": True, "roles": []},
     "CCS08": {"message_type": "SME.A.C", "critical": True},
+    # ECS100 is the ESME's alert 8F85 ("unsupported command on behalf of a remote party"), signed (brief §1.5).
+    "ECS100": {"message_type": "SME.A.C", "critical": True, "replay_protection": None, "roles": None},
     "CS02gBySupplier": {**_C, "future_dated_capable": True, "roles": ["Supplier"]},
     "CS02gByLoadController": {**_C, "future_dated_capable": True, "roles": ["Load Controller"]},
     "CS08": {**_NC, "roles": []},
@@ -237,9 +239,7 @@ def generate(spec: Path, brief: Path) -> dict:
         override = OVERRIDES.get(e["name"])
         if override is not None:
             for k, v in override.items():
-                if e.get(k) is None or k in ("critical", "message_type", "replay_protection") and \
-                        e.get("critical") is None:
-                    e[k] = list(v) if isinstance(v, list) else v
+                e[k] = list(v) if isinstance(v, list) else v
             e["sources"].append("gbcs-override")
     # One primary name per code: the appendix's name first, then the service list, then the brief.
     rank = {"gbcs-use-cases": 0, "service-requests": 1, "mapping-table": 2, "gbcs-brief": 3, "gbcs-override": 4}

@@ -281,6 +281,11 @@ class Device:
         NotImplementedError means "this device cannot be made to raise that"."""
         raise NotImplementedError(f"{self.DEVICE_TYPE} cannot be stimulated to raise 0x{message_code:04X}")
 
+    def prepare(self, condition: str, **detail) -> None:
+        """Bring the device into a state a test scenario presupposes (e.g. "device_joined": another device is
+        already in its device log), the way an installer would. NotImplementedError when it cannot."""
+        raise NotImplementedError(f"{self.DEVICE_TYPE} cannot be prepared for {condition!r}")
+
     def response_date_time(self, now: float) -> dict:
         from firmware_emu.core.clock import dlms_datetime_json
         return dlms_datetime_json(now)

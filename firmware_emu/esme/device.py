@@ -95,6 +95,22 @@ class Esme(Device):
             cls._server = server
         return cls._server
 
+    def __init__(self, keys, state=None, **kw):
+        super().__init__(keys, state, **kw)
+        if state is not None:  # a restart: anchors replaced by CS02b and keys from CS02d live in the state
+            self.server()
+            credentials = _optional_import("firmware_emu.esme.credentials")
+            if credentials is not None:
+                credentials.install_anchor_certificates(self)
+
+    def prepare(self, condition, **detail):
+        if condition == "device_joined":
+            self.server()
+            from firmware_emu.esme import credentials
+            credentials.join_device(self, detail["other_device"], detail.get("device_type", "PPMID"))
+            return
+        super().prepare(condition, **detail)
+
     def initial_state(self, anchors, now, profile):
         state = super().initial_state(anchors, now, profile)
         state["cosem"] = {}
@@ -110,6 +126,7 @@ class Esme(Device):
             if family == "dlms":
                 return self.handle_dlms(cmd, now)
             if family == "asn1":
+                self.server()  # imports the modules that register the ASN.1 handlers
                 handler = ASN1_HANDLERS.get(cmd.entry.name)
                 if handler is not None:
                     return handler(self, cmd, now)

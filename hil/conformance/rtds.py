@@ -180,7 +180,8 @@ class Target(Protocol):
     def tick(self, now: float) -> list[bytes]: ...
     def next_wakeup(self) -> float | None: ...
     def inject_fault(self, target: str, result: str, *, at_execution: bool = False) -> None: ...
-    def stimulate(self, message_code: int, alert_code: int | None, now: float) -> list[bytes]: ...
+    def stimulate(self, message_code: int, alert_code: int | None, now: float, **detail) -> list[bytes]: ...
+    def prepare(self, condition: str, **detail) -> None: ...
     def certificates(self) -> dict[str, bytes]: ...
 
 
@@ -206,8 +207,11 @@ class InprocTarget:
     def inject_fault(self, target: str, result: str, *, at_execution: bool = False) -> None:
         self.device.faults.fail(target, result, at_execution=at_execution)
 
-    def stimulate(self, message_code: int, alert_code: int | None, now: float) -> list[bytes]:
-        return [e.frame for e in self.device.stimulate(message_code, alert_code, now)]
+    def stimulate(self, message_code: int, alert_code: int | None, now: float, **detail) -> list[bytes]:
+        return [e.frame for e in self.device.stimulate(message_code, alert_code, now, **detail)]
+
+    def prepare(self, condition: str, **detail) -> None:
+        self.device.prepare(condition, **detail)
 
     def certificates(self) -> dict[str, bytes]:
         """The device's own certificates (DER) by usage: what a verifier needs besides the RTDS keystore."""
@@ -329,9 +333,39 @@ def _parse_start(start) -> float:
     return dt.timestamp()
 
 
+#: Use cases whose SUCCESS scenario presupposes that the other device named in the command is already in the
+#: device log (GBCS pre-condition of an unjoin).
+UNJOIN_USE_CASES = ("CS04AC", "CS04B")
+
+
+def _asn1_failure(response: dict) -> tuple[str, str | None] | None:
+    """The first failure code (`response_code` / `status_code` other than success) of an ASN.1 response, and
+    the remote-party role it concerns when the response reports per role (CS02f)."""
+    stack = [((response.get("payload") or {}).get("asn1") or {}).get("value")]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("response_code", "status_code") and isinstance(v, str) and v != "success":
+                    return v, node.get("remote_party_role")
+                stack.append(v)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def _preconditions(target: Target, command: dict, response: dict | None, alerts: list[dict], variant: str) -> None:
-    """Inject the fault an ERROR variant's expected output shows (module docstring)."""
+    """Bring the device into the state the scenario presupposes (module docstring): an unjoin's SUCCESS needs
+    the other device joined; an ERROR variant gets the fault its expected output shows."""
+    payload = command.get("payload") or {}
+    asn1 = (payload.get("asn1") or {}).get("value")
+    name = _use_case_name(command, "")
     if "ERROR" not in variant.upper():
+        if name.startswith(UNJOIN_USE_CASES) and isinstance(asn1, dict) and asn1.get("other_device"):
+            try:
+                target.prepare("device_joined", other_device=asn1["other_device"])
+            except NotImplementedError:
+                pass
         return
     payload = command.get("payload") or {}
     specs = ((payload.get("dlms") or {}).get("access_request") or {}).get("request_specifications") or []
@@ -345,6 +379,12 @@ def _preconditions(target: Target, command: dict, response: dict | None, alerts:
         index = d.get("method_id") if spec["kind"] == "action" else d.get("attribute_id")
         return dlms_target(spec["kind"], d["class_id"], d["instance_id"], index)
 
+    if "asn1" in payload and response is not None:
+        failure = _asn1_failure(response)
+        if failure is not None:
+            code, role = failure
+            target.inject_fault(f"{name}/{role}" if role else name, code)
+            return
     failing = next((i for i, r in enumerate(results) if r.get("result") != "success"), None)
     if failing is not None and failing < len(specs):
         target.inject_fault(target_of(specs[failing]), results[failing]["result"])
@@ -417,7 +457,12 @@ def _run_case(case: Case, target: Target, start: float, keystore: Keystore, resu
     else:
         exp = expected_alerts[0]
         mc = cmp._code(((exp.get("grouping_header") or {}).get("other_information") or {}).get("message_code"))
-        frames = target.stimulate(mc, cmp.alert_code(exp), start)
+        oi = (exp.get("grouping_header") or {}).get("other_information") or {}
+        detail = {}
+        if oi.get("supplementary_remote_party_id"):  # the event: a message on behalf of that party
+            detail = {"on_behalf_of": oi["supplementary_remote_party_id"],
+                      "supplementary_counter": oi.get("supplementary_remote_party_counter")}
+        frames = target.stimulate(mc, cmp.alert_code(exp), start, **detail)
 
     def n_alerts(fs):
         return sum(1 for f in fs if len(f) > 20 and _cra(f) == 3)
