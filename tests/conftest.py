@@ -65,3 +65,39 @@ if os.environ.get("GBCS_EMU_HYPOTHESIS"):
     settings.load_profile(os.environ["GBCS_EMU_HYPOTHESIS"])
 elif os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def own_pki(tmp_path_factory):
+    """A test PKI of our own (every organisation role, two devices with their private keys): (summary, Keystore).
+    Session-wide: devices built on it never write to it."""
+    from protocols.security.keystore import Keystore
+    from protocols.security.pki import init_pki
+    d = tmp_path_factory.mktemp("own-pki")
+    summary = init_pki(d, devices=2, seed=23)
+    return summary, Keystore(d)
+
+
+@pytest.fixture
+def ks(own_pki):
+    """The keystore of `own_pki`."""
+    return own_pki[1]
+
+
+@pytest.fixture
+def esme(own_pki):
+    """A factory-fresh ESME (the first device of `own_pki`) at 2015-01-01T00:00:00Z, trusting every role."""
+    from firmware_emu.core.provisioning import default_anchors, device_keys
+    from firmware_emu.esme.device import Esme
+    summary, keystore = own_pki
+    return Esme(device_keys(keystore, summary.devices[0]), anchors=default_anchors(keystore), now=1420070400.0)
+
+
+@pytest.fixture
+def supplier(own_pki, tmp_path):
+    """The supplier of `own_pki` as a head end, its counters starting at 1000 in a per-test file."""
+    from hil.remote_party import RemoteParty
+    from protocols.security.keystore import Role
+    summary, keystore = own_pki
+    return RemoteParty(keystore, summary.organisations[Role.SUPPLIER], counter_store=tmp_path / "counters.json",
+                       initial_counter=1000)

@@ -10,8 +10,7 @@ import pytest
 
 from protocols.gbcs.message import decode, encode_grouping_header, wrap_mac_header
 from protocols.security import ecc
-from protocols.security.keystore import Keystore, Role
-from protocols.security.pki import init_pki
+from protocols.security.keystore import Role
 from hil.remote_party import RemoteParty
 from hil.verify import make_verifier
 
@@ -24,11 +23,9 @@ from firmware_emu.esme.device import Esme
 T0 = 1420070400.0  # 2015-01-01T00:00:00Z
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    summary = init_pki(d, devices=2, seed=11)
-    return summary, Keystore(d)
+@pytest.fixture
+def pki(own_pki):
+    return own_pki
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 from protocols.gbcs.message import decode
 from protocols.security.keystore import Keystore, Role
-from protocols.security.pki import init_pki
 from hil.remote_party import RemoteParty
 from hil.verify import make_verifier, verify_message
 
@@ -25,11 +24,9 @@ T0 = 1420070400.0  # 2015-01-01T00:00:00Z
 NULL = {"type": "null-data", "value": None}
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    summary = init_pki(d, devices=1, seed=23)
-    return summary, Keystore(d)
+@pytest.fixture
+def pki(own_pki):
+    return own_pki
 
 
 @pytest.fixture

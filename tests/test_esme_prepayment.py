@@ -12,9 +12,8 @@ from firmware_emu.core.provisioning import default_anchors, device_keys
 from firmware_emu.esme import prepayment, supply
 from firmware_emu.esme.device import Esme
 from hil.conformance.codec import read_message_file
-from hil.remote_party import RemoteParty
 from protocols.gbcs.message import decode
-from protocols.security import Keystore, Role, init_pki
+from protocols.security import Keystore, Role
 from protocols.security.pki import DEFAULT_ORGANISATIONS, PkiIssuer, default_device_eui
 from protocols.security.utrn import ValueClass, build_utrn
 
@@ -24,21 +23,6 @@ DEVICE = default_device_eui(1)
 OTHER_DEVICE = default_device_eui(2)
 
 
-@pytest.fixture(scope="module")
-def ks(tmp_path_factory) -> Keystore:
-    d = tmp_path_factory.mktemp("pki")
-    init_pki(d, 2, seed=23)
-    return Keystore(d)
-
-
-@pytest.fixture
-def esme(ks) -> Esme:
-    return Esme(device_keys(ks, DEVICE), anchors=default_anchors(ks), now=T0)
-
-
-@pytest.fixture
-def supplier(ks, tmp_path) -> RemoteParty:
-    return RemoteParty(ks, SUPPLIER, counter_store=tmp_path / "counters.json", initial_counter=1000)
 
 
 def dlms_command(code: int, *specs) -> dict:

@@ -8,34 +8,16 @@ import pytest
 
 from firmware_emu.core.alerts import AlertCode
 from firmware_emu.core.clock import dlms_datetime, parse_dlms_datetime
-from firmware_emu.core.provisioning import default_anchors, device_keys
 from firmware_emu.esme import prepayment, supply
-from firmware_emu.esme.device import Esme
-from protocols.security import Keystore, Role, init_pki
+from protocols.security import Role
 from protocols.security.pki import DEFAULT_ORGANISATIONS, default_device_eui
 
-from hil.remote_party import RemoteParty
 from test_esme_prepayment import T0, data, dlms_command, results, rtds_shape_mismatch, send
 
 SUPPLIER = DEFAULT_ORGANISATIONS[Role.SUPPLIER]
 DEVICE = default_device_eui(1)
 
 
-@pytest.fixture(scope="module")
-def ks(tmp_path_factory) -> Keystore:
-    d = tmp_path_factory.mktemp("pki")
-    init_pki(d, 1, seed=29)
-    return Keystore(d)
-
-
-@pytest.fixture
-def esme(ks) -> Esme:
-    return Esme(device_keys(ks, DEVICE), anchors=default_anchors(ks), now=T0)
-
-
-@pytest.fixture
-def supplier(ks, tmp_path) -> RemoteParty:
-    return RemoteParty(ks, SUPPLIER, counter_store=tmp_path / "counters.json", initial_counter=1000)
 
 
 def script(code: int, script_id: int) -> dict:

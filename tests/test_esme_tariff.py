@@ -14,7 +14,7 @@ import pytest
 from protocols.gbcs.message import decode
 from protocols.gbcs.registry import REGISTRY
 from protocols.security.keystore import Keystore, Role
-from protocols.security.pki import PkiIssuer, init_pki
+from protocols.security.pki import PkiIssuer
 from hil.remote_party import RemoteParty
 
 from firmware_emu.core.alerts import FUTURE_DATED_DLMS_ALERT, AlertCode
@@ -35,11 +35,9 @@ CAT = Catalogue.for_device("ESME")
 _Esme = Esme
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    summary = init_pki(d, devices=1, seed=20)
-    return summary, Keystore(d)
+@pytest.fixture
+def pki(own_pki):
+    return own_pki
 
 
 @pytest.fixture
