@@ -222,7 +222,7 @@ def conformance_rtds(directory: str, keystore: str, junit: str | None, save: str
                      device_types: tuple[str, ...], start: str | None, verbose: bool) -> None:
     """Replay every RTDS command below DIRECTORY against a fresh emulated device and compare its response and
     alerts with the RTDS ones, by form."""
-    from hil.conformance.rtds import _parse_start, run_rtds_conformance
+    from hil.conformance.rtds import parse_start, run_rtds_conformance
     from protocols.security.eui import as_eui, eui_hex
 
     types: dict[str, str] = {}
@@ -237,7 +237,7 @@ def conformance_rtds(directory: str, keystore: str, junit: str | None, save: str
             sys.exit(EXIT_USAGE)
     try:
         if start is not None:
-            _parse_start(start)
+            parse_start(start)
     except ValueError:
         click.echo(f"error: --start wants an ISO 8601 date-time, not {start!r}", err=True)
         sys.exit(EXIT_USAGE)

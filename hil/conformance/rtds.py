@@ -319,7 +319,7 @@ def _decode_file(path: Path) -> dict:
     return guarded(decode, read_message_file(path))
 
 
-def _parse_start(start) -> float:
+def parse_start(start) -> float:
     if start is None:
         return DEFAULT_START
     if isinstance(start, (int, float)):
@@ -575,7 +575,7 @@ def run_rtds_conformance(directory, keystore_dir, *, junit=None, save=None, devi
     certificates to `save` when given."""
     directory = Path(directory)
     keystore = keystore_dir if isinstance(keystore_dir, Keystore) else Keystore(Path(keystore_dir))
-    t0 = _parse_start(start)
+    t0 = parse_start(start)
     provisioner = _Provisioner(keystore, seed)
     make = target_factory or _inproc_factory(provisioner)
     cases = discover_cases(directory)
