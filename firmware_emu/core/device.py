@@ -132,7 +132,16 @@ class Device:
             "counters": {"alert": self.ALERT_COUNTER_START - 1, "remote": {}},
             "schedule": [],
             "security_log": [],
+            "profile": dict(profile),
         }
+
+    @property
+    def profile(self) -> dict:
+        """The device profile it was built from (model, seed, CPL, twin element...): a fleet configuration."""
+        return self.state.get("profile", {})
+
+    def firmware_activated(self, version: str) -> None:
+        """A new firmware image runs (CS06); device types mirror the version into their object model."""
 
     @property
     def anchors(self) -> dict[Role, bytes]:

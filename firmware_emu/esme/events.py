@@ -43,7 +43,8 @@ from firmware_emu.core.alerts import AlertCode
 from firmware_emu.core.clock import dlms_datetime, to_gbcs_seconds
 from firmware_emu.core.cosem import attr_key, dlms_alert_content
 from firmware_emu.core.device import Emitted
-from firmware_emu.esme.device import timer_handler
+from firmware_emu.core.modular import on_timer
+from firmware_emu.esme.device import Esme
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _restored(device, start: float, end: float, alert_code) -> list[Emitted]:
                   critical=True, recipient=no)
 
 
-@timer_handler(OUTAGE_TIMER)
+@on_timer(Esme, OUTAGE_TIMER)
 def _outage_timer(device, data: dict, at: float) -> list[Emitted]:
     return _restored(device, data["start"], data["end"], data.get("alert_code"))
 
@@ -142,7 +143,7 @@ def _billing_log_entry(device, now: float) -> dict:
     log_ = device.state.setdefault("billing_log", [])
     log_.append({"t": now, "import_wh": total})
     del log_[:-12]
-    twin = bool(device.state.get("esme", {}).get("profile", {}).get("twin"))
+    twin = bool(device.profile.get("twin"))
     # single element: time, import, TOU[48], blocks 4 x [8]; a twin element meter adds the secondary element's
     # import register after the primary's and its TOU[4] after the primary TOU registers
     values = [to_gbcs_seconds(now), total & 0xFFFFFFFF] + ([0] if twin else []) + [[0] * 48] + \

@@ -33,6 +33,7 @@ import logging
 
 from protocols.security.eui import eui_hex
 
+from firmware_emu.core.modular import on_timer
 from firmware_emu.core.alerts import FUTURE_DATED_DLMS_ALERT, AlertCode
 from firmware_emu.core.cosem import AccessContext, dlms_target
 from firmware_emu.core.device import Emitted, Reply
@@ -130,3 +131,8 @@ def execute(device, data: dict, at: float) -> list[Emitted]:
         code = AlertCode.FUTURE_DATED_COMMAND_SUCCEEDED
     body = {"type": "octet-string", "value": outcome_body(data).hex().upper()}
     return [device.raise_alert(int(code), message_code=FUTURE_DATED_DLMS_ALERT, extra=[body])]
+
+
+def setup(cls) -> None:
+    """Run future-dated DLMS work on its device type when it comes due."""
+    on_timer(cls, KIND)(execute)

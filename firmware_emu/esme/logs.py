@@ -71,7 +71,7 @@ SECURITY_LOG_CODES = {
 
 def is_twin(device) -> bool:
     """A twin-element ESME (profile `twin`): the appendix's [[TWIN_ELEMENT_ESME_ONLY]] members exist."""
-    return bool(device.state.get("esme", {}).get("profile", {}).get("twin"))
+    return bool(device.profile.get("twin"))
 
 
 def _logs(device) -> dict:

@@ -95,7 +95,7 @@ def _dl(v: int) -> dict:
 # ----------------------------------------------------------------------------------------------- the model
 
 def _profile(device) -> dict:
-    return device.state.get("esme", {}).get("profile", {})
+    return device.profile
 
 
 @lru_cache(maxsize=256)

@@ -88,7 +88,7 @@ def prepayment_state(device) -> dict:
     pp = esme.get("prepayment")
     if pp is None:
         profile = dict(DEFAULTS)
-        profile.update((esme.get("profile") or {}).get("prepayment") or {})
+        profile.update(device.profile.get("prepayment") or {})
         pp = {"meter_balance": int(profile["meter_balance"]), "emergency_credit_balance": 0, "ec_active": False, "accumulated_debt": 0,
               "utrn_counters": [], "credit_state": "ok", "ec_offered": False, "last_t": None,
               "last_register_wh": None, "params": {k: profile[k] for k in DEFAULTS if k != "meter_balance"}}

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-import firmware_emu.esme.credentials as credentials  # noqa: F401  (registers the ASN.1 handlers)
+import firmware_emu.core.credentials as credentials
+from firmware_emu.core.cosem import attr_key
+from firmware_emu.esme.device import FIRMWARE_VERSION
 from firmware_emu.core.cpl import Cpl, CplError, load_cpl
 from firmware_emu.core.provisioning import default_anchors, device_keys
 from firmware_emu.esme.device import Esme
@@ -70,7 +72,7 @@ def test_cs06_hash_on_the_cpl_activates_and_reports_the_new_version(pki):
     assert _asn1(resp) == {"execution_outcome": {"response_code": "success", "firmware_version": target.version}}
     assert resp["grouping_header"]["date_time"] is not None and resp["signature"]      # critical: signed
     assert credentials.firmware_version(device) == target.version
-    assert device.state["cosem"][credentials.FIRMWARE_VERSION_KEY]["value"] == target.version
+    assert device.state["cosem"][attr_key(*FIRMWARE_VERSION)]["value"] == target.version
 
 
 def test_cs06_hash_not_on_the_cpl_fails_and_changes_nothing(pki):

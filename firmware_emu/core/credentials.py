@@ -60,10 +60,9 @@ from protocols.security.keystore import (OID_HW_MODULE_NAME, KeyEntry, Keystore,
                                          eui_from_certificate, hw_module_name)
 
 from firmware_emu.core.alerts import AlertCode
-from firmware_emu.core.cosem import attr_key
 from firmware_emu.core.cpl import CplError, cpl_for_profile
 from firmware_emu.core.device import ROLE_KEYS, Emitted, Reply
-from firmware_emu.esme.device import asn1_handler, timer_handler
+from firmware_emu.core.modular import ModularDevice, handles, on_timer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,6 @@ __all__ = ["AnchoredPeers", "install_anchor_certificates", "join_device", "firmw
 #: GeneralizedTime meaning "never": a future-dated command carrying it cancels the pending ones (RTDS).
 NEVER = "9999-12-31T23:59:59Z"
 FUTURE_TIMER = "asn1_future_dated"
-FIRMWARE_VERSION_KEY = attr_key(1, "0-0:0.2.1.255", 2)
 
 #: Trust-anchor cells per role (GBCS 13): (key usage, cell usage).
 _DS, _KA, _PP = ("digital_signature", None), ("key_agreement", None), ("key_agreement", "prepayment_top_up")
@@ -269,7 +267,7 @@ def _current_cert(device, role_name: str, usage: Usage | None) -> tuple[str, x50
 
 # ------------------------------------------------------------------------------------------------ CS02a / CS02f
 
-@asn1_handler("CS02a", "CS02f")
+@handles(ModularDevice, "CS02a", "CS02f")
 def provide_security_credential_details(device, cmd, now) -> Reply:
     """CS02a/CS02f: the trust-anchor cells and floor sequence number of each asked role."""
     value = _decode(cmd)
@@ -309,7 +307,7 @@ def _replacement_family(cmd) -> str:
     return "CS02g" if cmd.code in (0x0124, 0x0125, 0x0126) else "CS02b"
 
 
-@asn1_handler("CS02b", "CS02bWPByWP", "CS02bTransCoSByTransCoS", "CS02bAnyExceptAbnormalRootByRecovery",
+@handles(ModularDevice, "CS02b", "CS02bWPByWP", "CS02bTransCoSByTransCoS", "CS02bAnyExceptAbnormalRootByRecovery",
               "CS02bAnyByContingency", "CS02g", "CS02gByLoadController", "CS02gBySupplier")
 def update_security_credentials(device, cmd, now) -> Reply:
     """CS02b/CS02g: replace trust-anchor cells now, later, or cancel a pending replacement."""
@@ -424,7 +422,7 @@ def _cancel(device, code: int) -> int:
     return device.unschedule(lambda s: s["kind"] == FUTURE_TIMER and s["data"]["message_code"] == code)
 
 
-@timer_handler(FUTURE_TIMER)
+@on_timer(ModularDevice, FUTURE_TIMER)
 def run_future_dated(device, data: dict, at: float) -> list[Emitted]:
     """A future-dated CS02b/CS02g/CS06 coming due: do it, and report the outcome by alert (8F66 / 8F67)."""
     family = data["use_case"]
@@ -453,7 +451,7 @@ def _device_keys_state(device) -> dict:
     return _creds(device).setdefault("device_keys", {})
 
 
-@asn1_handler("CS02c")
+@handles(ModularDevice, "CS02c")
 def issue_security_credentials(device, cmd, now) -> Reply:
     """CS02c: generate a key pair for one usage and answer a certification request for it."""
     value = _decode(cmd)
@@ -483,7 +481,7 @@ def issue_security_credentials(device, cmd, now) -> Reply:
     return Reply(_encode("CS02c.response", {"certification_request": {"der": der.hex().upper()}}))
 
 
-@asn1_handler("CS02d")
+@handles(ModularDevice, "CS02d")
 def update_device_certificate(device, cmd, now) -> Reply:
     """CS02d: install a device certificate for a key pair the device holds (pending from CS02c, or current)."""
     value = _decode(cmd)
@@ -534,7 +532,7 @@ def update_device_certificate(device, cmd, now) -> Reply:
     return answer("wrong_public_key" if pending is not None else "no_corresponding_key_pair_generated")
 
 
-@asn1_handler("CS02e")
+@handles(ModularDevice, "CS02e")
 def provide_device_certificate(device, cmd, now) -> Reply:
     """CS02e: the device's certificate for one key usage."""
     value = _decode(cmd)
@@ -573,7 +571,7 @@ def join_device(device, eui, device_type: str) -> str:
     return "success"
 
 
-@asn1_handler("CS03A1", "CS03A2", "CS03B", "CS03C")
+@handles(ModularDevice, "CS03A1", "CS03A2", "CS03B", "CS03C")
 def join(device, cmd, now) -> Reply:
     """CS03: add another device to the ESME's device log."""
     value = _decode(cmd)
@@ -590,7 +588,7 @@ def join(device, cmd, now) -> Reply:
     return Reply(_encode(schema, {"response_code": code}))
 
 
-@asn1_handler("CS04AC", "CS04B")
+@handles(ModularDevice, "CS04AC", "CS04B")
 def unjoin(device, cmd, now) -> Reply:
     """CS04: remove a device from the device log."""
     value = _decode(cmd)
@@ -610,7 +608,7 @@ def unjoin(device, cmd, now) -> Reply:
     return Reply(_encode(f"{cmd.entry.name}.response", {"response_code": code}))
 
 
-@asn1_handler("CS07")
+@handles(ModularDevice, "CS07")
 def read_device_join_details(device, cmd, now) -> Reply:
     """CS07: the device log."""
     _decode(cmd)
@@ -624,13 +622,10 @@ def read_device_join_details(device, cmd, now) -> Reply:
 
 def firmware_version(device) -> str:
     """The running firmware version (hex): the COSEM value once set, else the profile's or the CPL factory one."""
-    stored = device.state.get("cosem", {}).get(FIRMWARE_VERSION_KEY)
-    if stored is not None:
-        return str(stored["value"]).upper()
     fw = device.state.get("firmware", {})
     if fw.get("version"):
         return fw["version"]
-    profile = device.state.get("esme", {}).get("profile", {})
+    profile = device.profile
     if profile.get("firmware_version"):
         return str(profile["firmware_version"]).upper()
     try:
@@ -643,7 +638,7 @@ def firmware_version(device) -> str:
 def _activate(device, image_hash: str, *, executing: bool) -> dict:
     """Activate the image with this hash if the CPL lists it for the device's model; the execution outcome."""
     current = firmware_version(device)
-    profile = device.state.get("esme", {}).get("profile", {})
+    profile = device.profile
     try:
         _, product = cpl_for_profile(profile, device.DEVICE_TYPE)
     except CplError as e:
@@ -658,14 +653,13 @@ def _activate(device, image_hash: str, *, executing: bool) -> dict:
     else:
         code = "success"
         device.state["firmware"] = {"version": image.version, "image_hash": image.image_hash}
-        device.state.setdefault("cosem", {})[FIRMWARE_VERSION_KEY] = {"type": "octet-string",
-                                                                      "value": image.version}
+        device.firmware_activated(image.version)
         current = image.version
     device.event("firmware_activation", image_hash=str(image_hash).upper(), result=code, version=current)
     return {"response_code": code, "firmware_version": current}
 
 
-@asn1_handler("CS06")
+@handles(ModularDevice, "CS06")
 def activate_firmware(device, cmd, now) -> Reply:
     """CS06: activate a firmware image now, at a future time (alert 00CA), or cancel a pending activation."""
     value = _decode(cmd)
