@@ -2,26 +2,29 @@
 from __future__ import annotations
 
 from firmware_emu.core.device import Device
+from firmware_emu.core.modular import optional_import
 
-__all__ = ["DEVICE_CLASSES", "device_class", "emulated_types"]
+__all__ = ["DEVICE_MODULES", "device_class", "emulated_types"]
 
-
-def _classes() -> dict[str, type[Device]]:
-    from firmware_emu.esme.device import Esme
-    return {"ESME": Esme}
-
-
-DEVICE_CLASSES: dict[str, type[Device]] = {}
+#: Device type → (module, class). A type whose module does not exist yet is "not emulated".
+DEVICE_MODULES: dict[str, tuple[str, str]] = {
+    "ESME": ("firmware_emu.esme.device", "Esme"),
+    "GSME": ("firmware_emu.gsme.device", "Gsme"),
+    "GPF": ("firmware_emu.gpf.device", "Gpf"),
+    "CHF": ("firmware_emu.chf.device", "Chf"),
+    "PPMID": ("firmware_emu.ppmid.device", "Ppmid"),
+    "HCALCS": ("firmware_emu.hcalcs.device", "Hcalcs"),
+}
 
 
 def device_class(device_type: str) -> type[Device] | None:
     """The class emulating `device_type` ("ESME", "GSME", "CHF", "GPF", "PPMID", "HCALCS"), or None."""
-    if not DEVICE_CLASSES:
-        DEVICE_CLASSES.update(_classes())
-    return DEVICE_CLASSES.get(device_type.upper())
+    where = DEVICE_MODULES.get(device_type.upper())
+    if where is None:
+        return None
+    module = optional_import(where[0])
+    return getattr(module, where[1], None) if module is not None else None
 
 
 def emulated_types() -> list[str]:
-    if not DEVICE_CLASSES:
-        DEVICE_CLASSES.update(_classes())
-    return sorted(DEVICE_CLASSES)
+    return sorted(t for t in DEVICE_MODULES if device_class(t) is not None)

@@ -44,7 +44,7 @@ def optional_import(name: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
-        if e.name != name:
+        if e.name is None or not name.startswith(e.name):  # a missing import inside an existing module
             raise
         return None
 
