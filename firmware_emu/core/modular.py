@@ -103,12 +103,11 @@ class ModularDevice(Device):
     @classmethod
     def handler(cls, names) -> Callable | None:
         cls.load()
-        for klass in cls.__mro__:
-            registry = klass.__dict__.get("_handlers")
-            if registry:
-                for n in names:
-                    if n in registry:
-                        return registry[n]
+        for n in names:  # the exact use-case name first (on any class), then the other names of its code
+            for klass in cls.__mro__:
+                fn = (klass.__dict__.get("_handlers") or {}).get(n)
+                if fn is not None:
+                    return fn
         return None
 
     @classmethod

@@ -227,9 +227,11 @@ def check_command(frame: bytes, *, eui: bytes, device_type: str, keys: DeviceKey
         if not signed:
             raise Rejection("missing_signature", AlertCode.FAILED_AUTHENTICATION_OR_AUTHORISATION,
                             f"{entry.name} is critical and must be signed", gh, entry)
-        public = keys.peers.ds_public(remote)
-        if public is None or not ecc.verify(public, signed_part(signing[:len(signing) - 65]),
-                                            bytes.fromhex(signature)):
+        # the business originator signs; an ACB routing on someone's behalf may sign itself (RTDS CS03C)
+        signers = [remote] + ([originator] if via_acb else [])
+        data, sig = signed_part(signing[:len(signing) - 65]), bytes.fromhex(signature)
+        if not any((public := keys.peers.ds_public(s)) is not None and ecc.verify(public, data, sig)
+                   for s in signers):
             raise Rejection("bad_signature", AlertCode.FAILED_AUTHENTICATION_OR_AUTHORISATION,
                             "signature does not verify with the originator's DS key", gh, entry)
 

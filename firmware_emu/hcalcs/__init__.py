@@ -1,0 +1,1 @@
+"""The HCALCS (HAN-connected auxiliary load control switch)."""
