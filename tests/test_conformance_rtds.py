@@ -175,13 +175,14 @@ CASES = ("4.2_ECS17a", "1.6_ECS02", "11.2_GCS38")
 def test_runner_outputs_junit_and_saved_frames_that_verify(rtds, keystore_dir, tmp_path):
     root = _copy(rtds, tmp_path, *CASES)
     lines: list[str] = []
+    # the GSME's EUI declared a device type nobody emulates (an IHD): its cases are skipped and counted
     report = runner.run_rtds_conformance(root, keystore_dir, junit=tmp_path / "out.xml", save=tmp_path / "save",
-                                       verbose=True, out=lines.append)
+                                       verbose=True, out=lines.append, device_types={"00DB1234567890A1": "IHD"})
     names = {r.case.name: r for r in report.results}
     gcs = names["11.2_GCS38/GCS38_11.2_SUCCESS"]
-    assert gcs.status == "skipped" and gcs.reason == "GSME not emulated"
+    assert gcs.status == "skipped" and gcs.reason == "IHD not emulated"
     assert lines[-2] == f"{report.passed} passed, {report.failed} failed"
-    assert lines[-1] == f"{report.skipped} skipped (GSME: {report.skipped})"
+    assert lines[-1] == f"{report.skipped} skipped (IHD: {report.skipped})"
     for r in report.results:
         if r.status == "failed":
             assert all(f"FAIL {r.case.name}: {f}" in lines for f in r.failures)
@@ -287,7 +288,10 @@ def test_cli_exit_codes(rtds, keystore_dir, tmp_path, monkeypatch):
     r = _cli(only_gsme, "--keystore", keystore_dir)
     assert r.exit_code == 0, r.output
     n = len(list(only_gsme.rglob("*_COMMAND_GBCS.HEX")))
-    assert r.output.splitlines()[-2:] == ["0 passed, 0 failed", f"{n} skipped (GSME: {n})"]
+    assert r.output.splitlines()[-1] == f"{n} passed, 0 failed"
+    r = _cli(only_gsme, "--keystore", keystore_dir, "--device-type", "00DB1234567890A1=IHD")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-2:] == ["0 passed, 0 failed", f"{n} skipped (IHD: {n})"]
     # the same recipient declared an ESME: the ESME cannot answer a GBZ read, which is a failure
     r = _cli(only_gsme, "--keystore", keystore_dir, "--device-type", "00DB1234567890A1=ESME")
     assert r.exit_code == 1 and r.output.splitlines()[-1] == f"0 passed, {n} failed"

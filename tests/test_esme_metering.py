@@ -201,7 +201,7 @@ def test_refused_commands_show_in_the_security_log_and_ecs15a_clears_the_event_l
     rows = dlms_data(response(esme.receive(rp.build(cmd), T0 + 10)))[0]["value"]["values"]
     assert [to_gbcs_seconds(T0 + 5), 0x8F53] in rows
 
-    from firmware_emu.esme.logs import append_log, log_rows
+    from firmware_emu.core.logs import append_log, log_rows
     append_log(esme, "event", [to_gbcs_seconds(T0), 0x8F01, ""])
     clear = {"kind": "action", "descriptor": {"class_id": 7, "instance_id": "0-0:99.98.0.255", "method_id": 1},
              "access_selection": None}

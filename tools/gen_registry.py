@@ -136,7 +136,7 @@ _SUP, _SUP_NO = ["Supplier"], ["Supplier", "Network Operator"]
 OVERRIDES: dict[str, dict] = {
     "ECS08": {**_C, "future_dated_capable": True, "roles": _SUP},
     "ECS26d": {**_NC, "roles": _SUP_NO}, "ECS26e": {**_NC, "roles": _SUP_NO},
-    "ECS26i": {**_NC, "roles": _SUP_NO}, "ECS35f": {**_NC, "roles": _SUP_NO}, "ECS61a": {**_NC, "roles": _SUP},
+    "ECS26i": {**_NC, "roles": _SUP_NO, "target_devices": ["CHF"]},  # "CHF identity": the hub answers "ECS35f": {**_NC, "roles": _SUP_NO}, "ECS61a": {**_NC, "roles": _SUP},
     "ECS30": {**_C, "future_dated_capable": False, "roles": _SUP},
     "ECS46c": {**_C, "future_dated_capable": True, "roles": _SUP},
     "ECS47": {**_C, "future_dated_capable": False, "roles": _SUP},

@@ -188,8 +188,7 @@ def check_command(frame: bytes, *, eui: bytes, device_type: str, keys: DeviceKey
     oi = gh["other_information"]
     code = int(oi["message_code"], 16)
     entry = REGISTRY.get(code)
-    if entry is None or (entry.message_type or "").startswith("SME.A") or (
-            entry.target_devices and device_type not in entry.target_devices):
+    if entry is None or (entry.message_type or "").startswith("SME.A") or not _targets(entry, device_type):
         raise Rejection("unsupported_use_case", AlertCode.COMMAND_INTEGRITY_CHECK_FAILED,
                         f"message code 0x{code:04X} is not a command this {device_type} serves", gh, entry)
 
@@ -242,6 +241,16 @@ def check_command(frame: bytes, *, eui: bytes, device_type: str, keys: DeviceKey
         raise Rejection("replayed_counter", AlertCode.FAILED_AUTHENTICATION_OR_AUTHORISATION,
                         f"counter {counter} is not above the last one accepted", gh, entry)
     return InboundCommand(bytes(frame), gh, content, offset, entry, remote, role, counter, signed, mh is not None)
+
+
+#: The appendix's "ZigBee Device" target: any device on the HAN (not the hub function itself).
+_ZIGBEE_DEVICES = frozenset({"ESME", "GSME", "GPF", "PPMID", "HCALCS"})
+
+
+def _targets(entry: UseCaseEntry, device_type: str) -> bool:
+    """Whether a use case may be addressed to this device type (no listed target: any)."""
+    targets = entry.target_devices
+    return not targets or device_type in targets or ("ZigBee Device" in targets and device_type in _ZIGBEE_DEVICES)
 
 
 def _signing_length(frame: bytes, mh: dict) -> int:

@@ -12,7 +12,7 @@ every read path:
   48 TOU registers, 4x16 block registers, prepayment balances);
 * ECS18a/18b Demand register (4) `1-0:{1,2}.6.{0,1}.255`: the highest half-hour demand since the last reset
   (method 1, ECS57), at most the last 31 days;
-* half-hour, daily and billing profiles / read logs (Profile generic 7, `firmware_emu.esme.logs`): differences
+* half-hour, daily and billing profiles / read logs (Profile generic 7, `firmware_emu.core.logs`): differences
   or snapshots of the same integer registers at their capture times, so profiles sum to register deltas.
 
 TOU split. The active tariff is whatever the tariff module left in the generic store: the Activity calendar
@@ -59,8 +59,8 @@ from firmware_emu.core.catalogue import Catalogue
 from firmware_emu.core.clock import GBCS_EPOCH, dlms_datetime, to_gbcs_seconds
 from firmware_emu.core.consumption import DAY, HALF_HOUR, MAX_TOU_INTERVALS, ConsumptionModel
 from firmware_emu.core.cosem import NULL, AccessContext, AccessFailure, CosemObject, StoredObject, attr_key
-from firmware_emu.esme import logs
-from firmware_emu.esme.logs import ProfileObject, capture_times, is_twin
+from firmware_emu.core import logs
+from firmware_emu.core.logs import ProfileObject, capture_times, is_twin
 
 log = logging.getLogger(__name__)
 

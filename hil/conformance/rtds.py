@@ -23,7 +23,9 @@ RTDS ERROR commands are byte-identical to the SUCCESS ones: the failure is the d
 makes it the scenario's precondition: for a DLMS Access-Response whose results fail, the FIRST failing
 specification of the command gets `faults.fail(dlms_target(...), <that result>)`; a FUTURE_DATED_ERROR case
 that expects an 8F67 alert (and an all-success immediate response) gets the fault `at_execution=True` on the
-first specification (ASN.1: on the use-case name, the FaultPlan's ASN.1 target). GBZ errors get nothing.
+first specification (ASN.1: on the use-case name, the FaultPlan's ASN.1 target). A GBZ response whose first
+failure is a Default Response or a Read Attributes record gets `<cluster>/<command>` / `<cluster>/attr/<id>`
+(`firmware_emu.core.zcl` targets) with that ZCL status.
 
 Device type of a recipient: inferred from the use cases addressed to it in DIR (`infer_device_type`),
 overridable per EUI. The device under test sits behind `Target` (`InprocTarget` here; a serial or TCP target
@@ -52,6 +54,7 @@ from protocols.gbcs.registry import REGISTRY
 from protocols.security import ecc
 from protocols.security.eui import as_eui, eui_hex
 from protocols.security.keystore import Keystore, Usage
+from protocols.zigbee.clusters import STATUS_NAMES
 
 from hil.conformance import compare as cmp
 from hil.conformance.codec import read_message_file
@@ -336,6 +339,8 @@ def parse_start(start) -> float:
 #: Use cases whose SUCCESS scenario presupposes that the other device named in the command is already in the
 #: device log (GBCS pre-condition of an unjoin).
 UNJOIN_USE_CASES = ("CS04AC", "CS04B")
+#: ZigBee Network Control (class 104) unregister_device: the CHF side of an unjoin (CCS02).
+UNREGISTER_DEVICE = (104, 2)
 
 
 def _asn1_failure(response: dict) -> tuple[str, str | None] | None:
@@ -354,16 +359,60 @@ def _asn1_failure(response: dict) -> tuple[str, str | None] | None:
     return None
 
 
-def _preconditions(target: Target, command: dict, response: dict | None, alerts: list[dict], variant: str) -> None:
+def _gbz_failure(command: dict, response: dict, decrypted: list | None) -> tuple[str, str] | None:
+    """The fault an ERROR GBZ response shows (`firmware_emu.core.zcl` targets): the first response component
+    that fails, in order: a Default Response naming a command with a failure status → "<cluster>/<command>"
+    ("#<sequence number>" added when the command repeats that ZCL command);
+    a Read Attributes Response record with one (decrypted when the component is encrypted) →
+    "<cluster>/attr/<attribute>". NOT_FOUND and the 0xFF FAILURE answers after a failure are consequences."""
+    from firmware_emu.core.zcl import DEFAULT_RESPONSE, NO_COMMAND, READ_ATTRIBUTES_RESPONSE, Status, \
+        zcl_attr_target, zcl_target
+    plain = {d["path"]: d.get("data") for d in decrypted or [] if d.get("status") == "valid"}
+    benign = (Status.SUCCESS, Status.NOT_FOUND, Status.UNSUPPORTED_ATTRIBUTE)
+    for i, comp in enumerate(((response.get("payload") or {}).get("gbz") or {}).get("components") or []):
+        zh = comp.get("zcl") or {}
+        payload = zh.get("payload")
+        if payload is None:
+            payload = plain.get(f"payload.gbz.components.{i}.zcl.ciphered")
+        if not isinstance(payload, dict):
+            continue
+        if zh.get("command_id") == DEFAULT_RESPONSE and payload.get("status") not in benign \
+                and payload.get("command_id") != NO_COMMAND:
+            name = STATUS_NAMES.get(payload["status"], payload["status"])
+            target = zcl_target(comp["cluster"], payload["command_id"])
+            seq = zh.get("sequence_number")
+            same = [c for c in ((command.get("payload") or {}).get("gbz") or {}).get("components") or []
+                    if c.get("cluster") == comp["cluster"]
+                    and (c.get("zcl") or {}).get("command_id") == payload["command_id"]]
+            return (f"{target}#{seq}" if len(same) > 1 else target), name
+        if zh.get("command_id") == READ_ATTRIBUTES_RESPONSE:
+            for rec in payload.get("records") or []:
+                if rec.get("status") not in benign:
+                    return zcl_attr_target(comp["cluster"], rec["attribute_id"]), \
+                        STATUS_NAMES.get(rec["status"], rec["status"])
+    return None
+
+
+def _preconditions(target: Target, command: dict, response: dict | None, alerts: list[dict], variant: str,
+                   decrypted: list | None = None) -> None:
     """Bring the device into the state the scenario presupposes (module docstring): an unjoin's SUCCESS needs
-    the other device joined; an ERROR variant gets the fault its expected output shows."""
+    the other device joined; an ERROR variant gets the fault its expected output shows (`decrypted`: the
+    expected response's decrypted items, where a GBZ failure may hide)."""
     payload = command.get("payload") or {}
     asn1 = (payload.get("asn1") or {}).get("value")
     name = _use_case_name(command, "")
     if "ERROR" not in variant.upper():
+        others = []
         if name.startswith(UNJOIN_USE_CASES) and isinstance(asn1, dict) and asn1.get("other_device"):
+            others.append(asn1["other_device"])
+        request = (payload.get("dlms") or {}).get("access_request") or {}
+        for spec, value in zip(request.get("request_specifications") or [], request.get("data") or []):
+            d = spec.get("descriptor") or {}
+            if (d.get("class_id"), d.get("method_id")) == UNREGISTER_DEVICE and value.get("type") == "octet-string":
+                others.append(value["value"])  # CCS02: removing a device presupposes it is in the device log
+        for other in others:
             try:
-                target.prepare("device_joined", other_device=asn1["other_device"])
+                target.prepare("device_joined", other_device=other)
             except NotImplementedError:
                 pass
         return
@@ -379,6 +428,11 @@ def _preconditions(target: Target, command: dict, response: dict | None, alerts:
         index = d.get("method_id") if spec["kind"] == "action" else d.get("attribute_id")
         return dlms_target(spec["kind"], d["class_id"], d["instance_id"], index)
 
+    if "gbz" in payload and response is not None:
+        failure = _gbz_failure(command, response, decrypted)
+        if failure is not None:
+            target.inject_fault(*failure)
+            return
     if "asn1" in payload and response is not None:
         failure = _asn1_failure(response)
         if failure is not None:
@@ -452,7 +506,11 @@ def _run_case(case: Case, target: Target, start: float, keystore: Keystore, resu
 
     if case.command is not None:
         command = _decode_file(case.command)
-        _preconditions(target, command, expected_response, expected_alerts, case.variant)
+        decrypted = None
+        if case.response is not None and "gbz" in (expected_response or {}).get("payload", {}) \
+                and "ERROR" in case.variant.upper():
+            decrypted = _expected_decrypted(case.response, expected_response, keystore)
+        _preconditions(target, command, expected_response, expected_alerts, case.variant, decrypted)
         frames = target.send(read_message_file(case.command), start)
     else:
         exp = expected_alerts[0]

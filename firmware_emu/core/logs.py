@@ -1,4 +1,4 @@
-"""ESME logs and profiles: Profile generic (class 7) buffers served from the consumption model and device state.
+"""Logs and profiles of DLMS devices (ESME, CHF): Profile generic (class 7) buffers served from models and state.
 
 Theory of operation
 -------------------
@@ -11,7 +11,7 @@ timestamps (seconds since 2000-01-01):
   future and not older than the buffer's depth (the appendix's entry count), so a range read returns exactly
   the capture times inside it;
 * **stored** buffers (event, security, power, boost, auxiliary-controller logs, prepayment credit and debt
-  logs, the change-of-tariff billing log) are lists kept in `state["esme"]["logs"][name]`, appended with
+  logs, the change-of-tariff billing log) are lists kept in `state["logs"][name]`, appended with
   `append_log(device, name, row)` by whichever module lives through the event (the depth bounds the list,
   oldest rows drop first). The security log also shows the core's `state["security_log"]` (commands the
   GBCS checks refused), mapped to the GBCS alert code that reports each refusal.
@@ -75,7 +75,7 @@ def is_twin(device) -> bool:
 
 
 def _logs(device) -> dict:
-    return device.state.setdefault("esme", {}).setdefault("logs", {})
+    return device.state.setdefault("logs", {})
 
 
 def append_log(device, name: str, row: list) -> None:
