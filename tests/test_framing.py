@@ -336,3 +336,9 @@ def test_random_bytes_only_give_events(name, data):
     check_counters(d, events)
     if name != "hdlc":
         assert sum(e.wire_length for e in events if isinstance(e, Frame)) + d.discarded_bytes == total
+
+
+@given(st.binary(max_size=600))
+def test_lencrc_hand_encoder_is_the_declaration(payload):
+    """The hot-path encoder builds exactly what the LENCRC declaration builds."""
+    assert encode_lencrc(payload) == LENCRC.build({"body": {"value": {"payload": payload}}})
