@@ -411,10 +411,7 @@ class Premises:
         entry = chf_network.logged(self.chf, eui)
         if entry is None or not entry.get("install_code"):
             return None
-        j = chf_network.chf_state(self.chf)["join"]
-        now = self.net.st["now"]
-        open_ = j["enabled_at"] is not None and now < j["enabled_at"] + j["timeout"]
-        if not open_ and not entry.get("hashed_link_key"):
+        if not chf_network.joining_open(self.chf, self.net.st["now"]) and not entry.get("hashed_link_key"):
             return None
         return with_crc(bytes.fromhex(entry["install_code"]))
 

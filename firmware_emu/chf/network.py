@@ -151,7 +151,7 @@ def install_code_link_key(install_code: bytes) -> bytes:
     return mmo_hash(install_code + _crc16_x25(install_code).to_bytes(2, "little"))
 
 
-def _joining_open(device, now: float) -> bool:
+def joining_open(device, now: float) -> bool:
     j = chf_state(device)["join"]
     return j["enabled_at"] is not None and now < j["enabled_at"] + j["timeout"]
 
@@ -172,7 +172,7 @@ def han_join(device, eui, now: float) -> bool:
         _append(device, "security", [to_gbcs_seconds(now), 0x8F3E])   # unauthorised communication access
         device.event("han_join_refused", eui=eui_hex(as_eui(eui)), reason="not in device log")
         return False
-    if not entry["hashed_link_key"] and not _joining_open(device, now):
+    if not entry["hashed_link_key"] and not joining_open(device, now):
         device.event("han_join_refused", eui=entry["eui"], reason="joining closed")
         return False
     entry["joined"] = True
@@ -254,7 +254,7 @@ class NetworkControl(StoredObject):
         s = chf_state(ctx.device)
         if obis == NETWORK_CONTROL:
             if attr == 2:
-                return {"type": "boolean", "value": _joining_open(ctx.device, ctx.now)}
+                return {"type": "boolean", "value": joining_open(ctx.device, ctx.now)}
             if attr == 3:
                 return {"type": "long-unsigned", "value": s["join"]["timeout"]}
             if attr == 4:

@@ -573,10 +573,12 @@ def join_device(device, eui, device_type: str) -> str:
 
 @handles(ModularDevice, "CS03A1", "CS03A2", "CS03B", "CS03C")
 def join(device, cmd, now) -> Reply:
-    """CS03: add another device to the ESME's device log."""
+    """CS03: add another device to this device's HAN device log."""
     value = _decode(cmd)
     name = cmd.entry.name
     method, types = _JOIN.get(name, (None, set()))
+    if name == "CS03B" and device.DEVICE_TYPE == "GPF":
+        types = types | {"GSME"}  # method B both ways: the GPF's side of joining its gas meter
     schema = f"{name}.response"
     if value["method"] != method or value["device_type"] not in types:
         code = "invalid_join_method_and_role"
