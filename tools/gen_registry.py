@@ -155,6 +155,8 @@ OVERRIDES: dict[str, dict] = {
     "CS02gBySupplier": {**_C, "future_dated_capable": True, "roles": ["Supplier"]},
     "CS02gByLoadController": {**_C, "future_dated_capable": True, "roles": ["Load Controller"]},
     "CS08": {**_NC, "roles": []},
+    # the GPF's device log backup (GCS62 alert) and restore (GCS59), though named "GCS"
+    "GCS59": {"target_devices": ["GPF"]}, "GCS62": {"target_devices": ["GPF"]},
 }
 
 

@@ -317,7 +317,11 @@ def update_security_credentials(device, cmd, now) -> Reply:
     mode = control["credentials_replacement_mode"]
     authorising, targets = MODES.get(mode, (False, frozenset()))
     roles = {r["target_trust_anchor_cell"]["remote_party_role"] for r in value["replacements"]}
-    if authorising is False or (authorising is not None and cmd.role is not authorising) or \
+    # an EUI may hold several cells (a hub before handover: the ACB also sits in the supplier and NO cells);
+    # the originator is authorised when it holds the cell the replacement mode names
+    holds = authorising is not None and authorising is not False and \
+        device.anchors.get(authorising) == as_eui(cmd.header["originator"])
+    if authorising is False or (authorising is not None and cmd.role is not authorising and not holds) or \
             (targets is not None and not roles <= targets):
         device.event("credentials_refused", use_case=family, mode=mode, role=getattr(cmd.role, "name", None))
         return Reply(b"", respond=False, alerts=[device.raise_alert(AlertCode.SOURCE_HAS_NO_AUTHORITY)])

@@ -19,6 +19,10 @@ Every case runs against a FRESH device (a target) of its recipient's type, so ca
     response shows) ─▶ send the command at --start (or stimulate) ─▶ while alerts are still expected and the
     device has a wake-up: tick to it (≤ 64 steps) ─▶ decode what came out ─▶ compare ─▶ PASSED / FAILED
 
+Devices that can have a past (`Device.prepare("lived")`, the GSME) live it before every case but the NOT_FOUND
+variants: RTDS reads of logs, snapshots and calendars were answered by a meter with history, and the same
+command's NOT_FOUND variant by one without (a type that cannot raises NotImplementedError: skipped).
+
 RTDS ERROR commands are byte-identical to the SUCCESS ones: the failure is the device's state. So the runner
 makes it the scenario's precondition: for a DLMS Access-Response whose results fail, the FIRST failing
 specification of the command gets `faults.fail(dlms_target(...), <that result>)`; a FUTURE_DATED_ERROR case
@@ -401,6 +405,11 @@ def _preconditions(target: Target, command: dict, response: dict | None, alerts:
     payload = command.get("payload") or {}
     asn1 = (payload.get("asn1") or {}).get("value")
     name = _use_case_name(command, "")
+    if "NOT_FOUND" not in variant.upper():
+        try:    # RTDS devices answered with a past (logs, snapshots, a tariff): NOT_FOUND ones without it
+            target.prepare("lived")
+        except NotImplementedError:
+            pass
     if "ERROR" not in variant.upper():
         others = []
         if name.startswith(UNJOIN_USE_CASES) and isinstance(asn1, dict) and asn1.get("other_device"):
@@ -449,6 +458,21 @@ def _preconditions(target: Target, command: dict, response: dict | None, alerts:
         elif "asn1" in payload:
             name = _use_case_name(command, "")
             target.inject_fault(name, "hardware-fault", at_execution=True)
+
+
+def _gpf_preconditions(target: Target, case: Case) -> None:
+    """GPF scenarios (`firmware_emu.gpf.device.Gpf.prepare`): a RELIABLE_GPF / RELIABLE_GSME read says where the
+    answer comes from ("mirror_fresh": the GPF vouches for fresh data; "mirror_from_gsme": the GSME's data on
+    its own clock); a `...Handover` CS02b runs against a hub whose supplier/NO cells still hold the ACB."""
+    tokens = set(case.variant.upper().split("_"))
+    conditions = ["mirror_fresh" if "GPF" in tokens else "mirror_from_gsme"] if "RELIABLE" in tokens else []
+    if case.use_case.upper().endswith("HANDOVER"):
+        conditions.append("awaiting_handover")
+    for condition in conditions:
+        try:
+            target.prepare(condition)
+        except NotImplementedError:
+            pass
 
 
 def device_profile(case: Case) -> dict | None:
@@ -511,6 +535,7 @@ def _run_case(case: Case, target: Target, start: float, keystore: Keystore, resu
                 and "ERROR" in case.variant.upper():
             decrypted = _expected_decrypted(case.response, expected_response, keystore)
         _preconditions(target, command, expected_response, expected_alerts, case.variant, decrypted)
+        _gpf_preconditions(target, case)
         frames = target.send(read_message_file(case.command), start)
     else:
         exp = expected_alerts[0]
