@@ -40,21 +40,18 @@ from __future__ import annotations
 
 import logging
 
-from protocols.security.counters import CounterCheck, UtrnCounterCache
-from protocols.security.errors import UtrnError
 from protocols.security.eui import eui_hex
-from protocols.security.keystore import Role
-from protocols.security.utrn import ValueClass, parse_utrn, verify_utrn_with_secret
-from protocols.security import ecc
 
+from firmware_emu.core import utrn_guard
 from firmware_emu.core.alerts import AlertCode
+from firmware_emu.core.utrn_guard import PER_PENNY
 from firmware_emu.core.cosem import AccessFailure, StoredObject, attr_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "prepayment_state", "payment_mode", "set_payment_mode", "credit_remaining",
            "apply_utrn", "add_credit", "on_consumption", "DEFAULTS", "CREDIT", "EMERGENCY", "DEBT",
-           "TOKEN_GATEWAY", "ACCOUNT"]
+           "TOKEN_GATEWAY", "ACCOUNT", "PER_PENNY"]
 
 ACCOUNT = "0-0:19.0.0.255"
 CREDIT = "0-0:19.10.0.255"
@@ -64,7 +61,6 @@ TOKEN_GATEWAY = "0-0:19.40.0.255"
 
 PREPAYMENT_MODE = 2   # DLMS Account payment_mode: 1 credit, 2 prepayment
 CREDIT_MODE = 1
-PER_PENNY = 1000      # amounts are millipence
 
 #: Profile defaults (override in the device profile under "prepayment").
 DEFAULTS = {
@@ -181,75 +177,23 @@ def _credit_recovered(device, now: float) -> list:
     return []
 
 
-def _resolve_supplier(device) -> bytes | None:
-    return device.anchors.get(Role.SUPPLIER)
-
-
-def _utrn_secret(device, supplier: bytes, device_eui: bytes) -> bytes | None:
-    """Z between the supplier's prepayment KA key and `device_eui`'s KA key, from whichever side we can."""
-    keys = device.keys
-    peers = keys.peers
-    if device_eui == device.eui and keys.ka_private is not None:
-        public = peers.pp_ka_public(supplier)
-        if public is not None:
-            return ecc.ecdh_shared_secret(keys.ka_private, public)
-    return peers.shared_secret(supplier, device_eui, usage="pp-ka")
-
-
-def _verifies_for_other_device(device, utrn: str, supplier: bytes, counter: int) -> bool:
-    """Emulator aid for 0x8F64: does the UTRN verify for another device whose keys the keystore holds?"""
-    peers = device.keys.peers
-    for n, eui in enumerate(sorted(peers.euis())):
-        if n > 512:
-            break
-        if eui == device.eui or not peers.is_device(eui) or peers.ka_public(eui) is None:
-            continue
-        try:
-            z = peers.shared_secret(supplier, eui, usage="pp-ka")
-        except Exception:   # noqa: BLE001 - a keystore entry we cannot use is simply not a candidate
-            continue
-        if z is not None and verify_utrn_with_secret(utrn, z, supplier, eui, counter):
-            return True
-    return False
-
-
 def apply_utrn(device, utrn: str, now: float) -> tuple[bool, list]:
-    """Check and apply one UTRN (module docstring). Returns (accepted, alerts); changes nothing on refusal."""
+    """Check and apply one UTRN (module docstring; the checks are `core.utrn_guard`'s). Returns (accepted,
+    alerts); changes nothing on refusal."""
     pp = prepayment_state(device)
-    alerts: list = []
-    try:
-        parsed = parse_utrn(utrn)
-    except UtrnError as e:
-        device.event("utrn_rejected", reason="malformed", detail=str(e))
-        alerts.append(device.raise_alert(AlertCode.UTRN_NOT_AUTHENTIC))
-        return False, alerts
-    supplier = _resolve_supplier(device)
-    cache = UtrnCounterCache(tuple(pp["utrn_counters"]))
-    counter = cache.counter_from_bits(parsed.counter_bits)
-    z = _utrn_secret(device, supplier, device.eui) if supplier is not None else None
-    if z is None or not verify_utrn_with_secret(utrn, z, supplier, device.eui, counter):
-        other = supplier is not None and _verifies_for_other_device(device, utrn, supplier, counter)
-        device.event("utrn_rejected", reason="other_device" if other else "not_authentic")
-        alerts.append(device.raise_alert(AlertCode.UTRN_NOT_FOR_THIS_DEVICE if other
-                                         else AlertCode.UTRN_NOT_AUTHENTIC))
-        return False, alerts
-    verdict = cache.check(counter)
-    if verdict is not CounterCheck.ACCEPT:
-        device.event("utrn_rejected", reason=verdict.value, counter=counter)
-        alerts.append(device.raise_alert(AlertCode.DUPLICATE_UTRN))
-        return False, alerts
-    amount = parsed.value * (100 if parsed.value_class == ValueClass.POUNDS else 1) * PER_PENNY
-    if amount > _param(device, "max_credit_per_utrn"):
-        device.event("utrn_rejected", reason="exceeds_max_credit", amount=amount)
-        alerts.append(device.raise_alert(AlertCode.UTRN_EXCEEDS_MAX_CREDIT))
-        return False, alerts
-    if pp["meter_balance"] + amount > _param(device, "max_meter_balance"):
-        device.event("utrn_rejected", reason="exceeds_max_meter_balance", amount=amount)
-        alerts.append(device.raise_alert(AlertCode.CREDIT_WOULD_EXCEED_MAX_METER_BALANCE))
-        return False, alerts
-    pp["utrn_counters"] = list(cache.accept(counter).counters)
-    device.event("utrn_accepted", counter=counter, amount=amount, supplier=eui_hex(supplier))
-    return True, alerts + add_credit(device, amount, now)
+    v = utrn_guard.check_utrn(device, utrn, pp["utrn_counters"],
+                              max_credit_per_utrn=_param(device, "max_credit_per_utrn"),
+                              balance=pp["meter_balance"], max_meter_balance=_param(device, "max_meter_balance"))
+    if not v.accepted:
+        detail = {"detail": v.detail} if v.reason == "malformed" else \
+            {"counter": v.counter} if v.alert_code == AlertCode.DUPLICATE_UTRN else \
+            {"amount": v.amount} if v.reason.startswith("exceeds") else {}
+        device.event("utrn_rejected", reason=v.reason, **detail)
+        return False, [device.raise_alert(v.alert_code)]
+    pp["utrn_counters"] = utrn_guard.accept_counter(pp["utrn_counters"], v.counter)
+    device.event("utrn_accepted", counter=v.counter, amount=v.amount,
+                 supplier=eui_hex(utrn_guard.supplier_of(device)))
+    return True, add_credit(device, v.amount, now)
 
 
 # --------------------------------------------------------------------------------------------- consumption

@@ -18,17 +18,26 @@ date-time (GCS13a/b/c, GCS14, GCS60a) encode that reliability in the DLMS clock 
 a date-time (future-dated-capable commands, CS01b) has status FF, as RTDS does. ZCL attributes live in
 `state["zcl"]`.
 
-Phase-2 modules (`tariff`, `prepayment`, `supply`, `events`) may not exist yet: `optional_import` makes a
-missing one harmless; they register handlers on the same server, and future-dated execution plugs into
-`ZclServer.plan_future`.
+The family modules register on the same server: `metering` (reads, snapshots, sampling), `tariff` (calendars,
+price), `prepayment` (top-ups, payment mode, credit settings, and the PPMID's HAN commands), `supply` (the
+valve), `events` (logs, alerts it raises by itself, clock GCS28, battery and wakes, a lived past). Future-dated
+GBZ instructions plug into `ZclServer.plan_future` (`core.zcl.plan_future_dated`, 8F66/8F67 on 00CD).
+
+    receive ──▶ PCS01/PCS02 from a PPMID in the device log? ──yes──▶ prepayment.receive_han (device-to-device MAC)
+               └─no──▶ the core's checks ──▶ handle (above)
+    tick ──▶ due future-dated work ──▶ gas drawing prepayment credit ──▶ battery paying for the wakes
+
+`prepare("lived", since=…, days=…)` gives a fresh device an ordinary past up to now (`events.live`): what RTDS
+reads of logs, snapshots and calendars presuppose. The sleepy end device: `wake_interval` (profile, default
+30 min), `next_wake(now)`, `battery()`.
 """
 from __future__ import annotations
 
 import logging
 from typing import ClassVar
 
-from firmware_emu.core.device import RESPONSE_DATE_TIME_USE_CASES, Reply
-from firmware_emu.core.modular import ModularDevice
+from firmware_emu.core.device import RESPONSE_DATE_TIME_USE_CASES, Emitted, Reply
+from firmware_emu.core.modular import ModularDevice, on_timer
 from firmware_emu.core.security import InboundCommand
 from firmware_emu.core.zcl import ZclCatalogue, ZclContext, ZclServer, gbz_alert_content
 
@@ -63,6 +72,15 @@ class Gsme(ModularDevice):
         self._use_case: str | None = None
         super().__init__(keys, state, **kw)
 
+    @classmethod
+    def load(cls) -> None:
+        super().load()
+        server = cls.server()
+        if server.plan_future is None:       # future-dated GBZ instructions (GCS01a/b, GCS02/03/05)
+            from firmware_emu.core import zcl
+            server.plan_future = zcl.plan_future_dated
+            on_timer(cls, zcl.FUTURE_DATED_KIND)(zcl.execute_future_dated)
+
     def initial_state(self, anchors, now, profile):
         state = super().initial_state(anchors, now, profile)
         state["zcl"] = {"attributes": {}, "commands": {}}
@@ -83,6 +101,53 @@ class Gsme(ModularDevice):
         content = self.server().serve(ctx, cmd.content, base=cmd.content_offset)
         return Reply(content, alerts=ctx.scratch.get("alerts", []),
                      other_information=ctx.scratch.get("other_information"))
+
+    def receive(self, frame: bytes, now: float) -> list[Emitted]:
+        """Remote-party commands as every device; PCS01/PCS02 from a joined PPMID through `han` (HAN-only
+        commands MAC'd with the device-to-device key, which the core's remote-party checks do not know)."""
+        from firmware_emu.gsme import events, prepayment
+        events.radio_used(self)
+        if prepayment.is_han_command(self, frame):
+            self.now = now
+            return self._run_due(now) + prepayment.receive_han(self, frame, now)
+        return super().receive(frame, now)
+
+    def on_tick(self, now: float) -> list[Emitted]:
+        """Gas drawing prepayment credit, the battery paying for the wakes."""
+        from firmware_emu.gsme import events, prepayment
+        return prepayment.on_consumption(self, now) + events.battery_tick(self, now)
+
+    def stimulate(self, message_code, alert_code, now, **detail):
+        from firmware_emu.gsme import events
+        self.now = now
+        return self._run_due(now) + events.stimulate(self, message_code, alert_code, now, **detail)
+
+    def prepare(self, condition: str, **detail) -> None:
+        """"lived": the device has lived its ordinary life since `since` (default `days`=62 days before now)
+        up to now (`events.live`); other conditions as every device."""
+        if condition == "lived":
+            from firmware_emu.gsme import events
+            until = float(detail.get("until", self.now))
+            since = float(detail.get("since", until - float(detail.get("days", 62)) * 86400))
+            events.live(self, since, until)
+            return
+        super().prepare(condition, **detail)
+
+    # -- the sleepy end device ---------------------------------------------------------------------------------
+
+    @property
+    def wake_interval(self) -> float:
+        """Seconds between wakes (profile "wake_interval", default 30 min): when the GSME polls the hub."""
+        from firmware_emu.gsme import events
+        return events.wake_interval(self)
+
+    def next_wake(self, now: float) -> float:
+        from firmware_emu.gsme import events
+        return events.next_wake(self, now)
+
+    def battery(self) -> dict:
+        from firmware_emu.gsme import events
+        return events.battery(self)
 
     # -- time ----------------------------------------------------------------------------------------------------
 
@@ -105,6 +170,11 @@ class Gsme(ModularDevice):
     def alert_content(self, alert_code, counter, now, extra) -> bytes:
         """GBZ alert payload: `extra` is a list of components, or a dict holding one special body form."""
         t = self.device_time(now)
+        if isinstance(extra, dict) and "encrypted_components" in extra:   # GCS53: keyed with this alert's counter
+            from firmware_emu.core.zcl import encrypt_component
+            to = extra.get("recipient") or self.alert_recipient(alert_code, 0)
+            comps = [encrypt_component(self.keys, c, to, counter) for c in extra["encrypted_components"]]
+            return gbz_alert_content(alert_code, t, *comps)
         if isinstance(extra, dict):
             return gbz_alert_content(alert_code, t, **extra)
         return gbz_alert_content(alert_code, t, *(extra or ()))

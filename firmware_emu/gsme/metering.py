@@ -61,8 +61,16 @@ def meter(device) -> ConsumptionModel:
 
 
 def volume(device, t: float) -> int:
-    """The gas register (dm3) at device time `t`."""
-    return meter(device).volume_dm3(t)
+    """The gas register (dm3) at device time `t`: the model's flow, less what it would have flowed while the
+    valve was closed (`supply.closed_intervals`)."""
+    m = meter(device)
+    v = m.volume_dm3(t)
+    for start, end in device.state.get("gsme", {}).get("supply", {}).get("closed", []):
+        if start >= t:
+            continue
+        stop = t if end is None else min(end, t)
+        v -= m.volume_dm3(stop) - m.volume_dm3(start)
+    return v
 
 
 def tariff_split(device, now: float) -> tuple[list[int], list[int]]:
@@ -97,6 +105,12 @@ def _profile_value(key: str, default):
     def get(ctx, cluster, attr):
         return ctx.device.profile.get(key, default)
     return get
+
+
+def _battery_days(ctx, cluster, attr):
+    """RemainingBatteryLifeinDays from the battery model (`events.battery`)."""
+    from firmware_emu.gsme import events
+    return min(events.battery(ctx.device)["remaining_days"], 0xFFFF)
 
 
 def _firmware(ctx, cluster, attr):
@@ -147,6 +161,30 @@ def _session_samples(ctx: ZclContext, p: dict, session: dict):
         "sample_request_interval": interval, "number_of_samples": n, "samples": samples}}
 
 
+def start_sampling(device, now: float, *, interval: int, max_samples: int, start: float | None = None,
+                   sample_type: int = 0) -> int:
+    """Open a sampling session (GCS31) and return its sample id: 1, 2, … (0 is the half-hour profile)."""
+    sessions = device.state.setdefault("zcl", {}).setdefault("sampling", {})
+    sid = max([int(k) for k in sessions] + [0]) + 1
+    t = device.device_time(now) if start is None else start
+    sessions[str(sid)] = {"start": to_gbcs_seconds(t), "interval": int(interval), "max_samples": int(max_samples),
+                          "type": sample_type}
+    for old in sorted(sessions, key=int)[:-4]:   # a meter keeps a few sessions
+        del sessions[old]
+    return sid
+
+
+def _start_sampling(ctx: ZclContext, comp: dict):
+    """GCS31: Start Sampling → Start Sampling Response with the new session's id (0xFFFF: refused)."""
+    p = comp["zcl"]["payload"]
+    if p["sample_request_interval"] <= 0 or p["max_number_of_samples"] <= 0:
+        return {"command_id": 0x0D, "payload": {"sample_id": 0xFFFF}}
+    start = from_gbcs_seconds(p["start_sampling_time"]) if p["start_sampling_time"] else None
+    sid = start_sampling(ctx.device, ctx.now, interval=p["sample_request_interval"],
+                         max_samples=p["max_number_of_samples"], start=start, sample_type=p["sample_type"])
+    return {"command_id": 0x0D, "payload": {"sample_id": sid}}
+
+
 # ----------------------------------------------------------------------------------------------- snapshots
 
 def _month_starts(t_from: float, t_to: float) -> list[float]:
@@ -162,11 +200,15 @@ def _month_starts(t_from: float, t_to: float) -> list[float]:
 
 
 def snapshot_times(device, now: float, t_from: float, t_to: float, cause: int) -> list[tuple[float, int]]:
-    """(time, cause) of the snapshots the device holds in [t_from, t_to] matching `cause`, newest first: the
-    periodic ones (daily, monthly billing) and the event-driven ones phase 2 records in
-    `state["gsme"]["snapshots"]` as {"t", "cause"}."""
-    t_from = max(t_from, now - SNAPSHOT_RETENTION, GBCS_EPOCH)
-    t_to = min(t_to, now)
+    """(time, cause) of the snapshots the device holds in [t_from, t_to) matching `cause`, newest first: the
+    periodic ones (daily, monthly billing; since the device was born, `state["gsme"]["born"]`, when its past
+    was lived: a factory-state meter's register model reaches back without limit), and the
+    event-driven ones (tariff change, change of mode…) recorded in `state["gsme"]["snapshots"]` as {"t",
+    "cause"}. The latest end time is exclusive (a window ending at midnight does not hold that midnight's
+    snapshot); one taken at `now` is held."""
+    born = device.state.get("gsme", {}).get("born") or GBCS_EPOCH
+    t_from = max(t_from, now - SNAPSHOT_RETENTION, GBCS_EPOCH, born)
+    t_to = min(t_to - 1, now)
     out: list[tuple[float, int]] = []
     if t_to < t_from:
         return out
@@ -246,6 +288,8 @@ def setup(cls) -> None:
     server.attribute(BASIC, 0x0004)(_profile_value("manufacturer", "gbcs-emu"))
     server.attribute(BASIC, 0x0005)(_profile_value("model", "GSME-EMU"))
     server.command(METERING, 0x08)(_sampled_data)
+    server.command(METERING, 0x07)(_start_sampling)
+    server.attribute(METERING, 0x0205)(_battery_days)
     server.command(METERING, 0x06)(_get_snapshot)
     server.command(PREPAYMENT, 0x07)(_get_prepay_snapshot)
     setup_logs(server)
@@ -273,17 +317,28 @@ SECURITY_LOG, GENERAL_LOG = 4, 3
 
 
 def event_log(device, log_id: int) -> list[dict]:
-    """Entries {log_id, event_id, event_time, event_data} of a GSME event log, oldest first: the security log
-    holds the security failures and the security alerts raised; the general log every other alert."""
-    from firmware_emu.core.alerts import CRITICAL_ALERT_CODES
-    out = []
+    """Entries {log_id, event_id, event_time, event_data} of a GSME event log, oldest first: alerts raised
+    (critical ones in the security log, the rest in the general log), commands the security checks refused
+    (security log, with the alert code they carry) and events logged without an alert
+    (`state["gsme"]["logged_events"]`); entries up to a Clear Event Log of their log (CS11) are gone."""
+    from firmware_emu.core.alerts import CRITICAL_ALERT_CODES, AlertCode
+    gsme = device.state.get("gsme", {})
+    cleared = gsme.get("log_cleared", {})
+    rows = []
     for a in device.state.get("alert_log", []):
-        if a.get("alert_code") is None:
-            continue
-        lid = SECURITY_LOG if a["alert_code"] in CRITICAL_ALERT_CODES else GENERAL_LOG
-        if log_id in (0, lid):
-            out.append({"log_id": lid, "event_id": a["alert_code"], "event_time": to_gbcs_seconds(a["t"]),
-                        "event_data": ""})
+        if a.get("alert_code") is not None:
+            rows.append((a["t"], SECURITY_LOG if a["alert_code"] in CRITICAL_ALERT_CODES else GENERAL_LOG,
+                         a["alert_code"]))
+    for r in device.state.get("security_log", []):
+        code = AlertCode.SOURCE_HAS_NO_AUTHORITY if r.get("reason") == "role_not_allowed" else \
+            AlertCode.COMMAND_INTEGRITY_CHECK_FAILED if r.get("reason") == "unsupported_use_case" else \
+            AlertCode.FAILED_AUTHENTICATION_OR_AUTHORISATION
+        rows.append((r["t"], SECURITY_LOG, int(code)))
+    rows += [(e["t"], e["log_id"], e["event_id"]) for e in gsme.get("logged_events", [])]
+    out = []
+    for t, lid, code in sorted(rows, key=lambda r: r[0]):
+        if log_id in (0, lid) and t > cleared.get(str(lid), float("-inf")):
+            out.append({"log_id": lid, "event_id": int(code), "event_time": to_gbcs_seconds(t), "event_data": ""})
     return out
 
 
