@@ -68,7 +68,7 @@ EVENTS = 0x0709
 SECURITY_LOG, GENERAL_LOG = 4, 3
 #: ZSE ClearedEventsLogs bitmap: bit 0 all logs, then one bit per log id (3 general → 0x08, 4 security → 0x10).
 _ALL_LOGS = (1, 2, 3, 4, 5)
-LOW_BATTERY_ALERT = 0x8F1F
+LOW_BATTERY_ALERT = AlertCode.LOW_BATTERY_CAPACITY
 DEFAULT_WAKE_INTERVAL = 1800.0
 DEFAULT_BATTERY_MAH = 19_000.0
 WAKE_COST_UAH = 5.0
