@@ -254,6 +254,8 @@ def _register_optional_commands() -> None:
     """Command groups that live in their own modules."""
     from firmware_emu.keys_cli import keys
     main.add_command(keys)
+    from firmware_emu.fleet.cli import fleet
+    main.add_command(fleet)
     try:
         from firmware_emu.command_cli import command
     except ImportError:  # pragma: no cover - added by the remote-party work

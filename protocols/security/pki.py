@@ -249,13 +249,18 @@ class PkiIssuer:
             keystore.add_certificate(cert, prepayment=usage is Usage.PP_KA, source=f"<test pki {label}>")
             keystore.add_private_key(key, eui, usage)
 
+    def device_private_key(self, eui: EuiLike, usage: Usage | str) -> ec.EllipticCurvePrivateKey:
+        """The private key `issue_device` gives this device for `usage` (deterministic with a seed): for hosts that
+        derive a million devices' keys lazily and make certificates only when asked."""
+        return self._rng.private_key(f"{as_eui(eui).hex()}-{Usage(usage).value}")
+
     def issue_device(self, keystore: Keystore, eui: EuiLike) -> None:
         """DS and KA key pairs for one device: empty subject, EUI in the hwModuleName SubjectAltName."""
         eui = as_eui(eui)
         san = x509.SubjectAlternativeName([x509.OtherName(OID_HW_MODULE_NAME, hw_module_name(eui))])
         for usage in (Usage.DS, Usage.KA):
             label = f"{eui.hex()}-{usage.value}"
-            key = self._rng.private_key(label)
+            key = self.device_private_key(eui, usage)
             cert = self._end_entity(self._cas["device"], x509.Name([]), key.public_key(), usage, DEVICE_POLICY,
                                     label, san)
             keystore.add_certificate(cert, source=f"<test pki {label}>")
