@@ -6,7 +6,12 @@ Two levels:
   one specification per attribute or method, enough to prove every appendix use case encodes and decodes
   (`tests/test_spec_coverage.py`).
 * **Device level** (`device_command_cases`, `access_request`, `command`): a command a real head end could send,
-  typed as the appendix says, for a device to serve (`tests/test_esme_spec_coverage.py`).
+  typed as the appendix says, for a device to serve (`tests/test_esme_spec_coverage.py`; the CHF's CCS and
+  DBCH use cases in `tests/test_hub_spec_coverage.py`).
+* **GBZ level** (`gbz_command_cases`, `gbz_request`, `gbz_command`, `gbz_alternates`): a GBZ command from the
+  use case's byte-level GBZ template and the codec's declarations (see the comment above `GbzTemplateComponent`)
+  for the GSME and the GPF (`tests/test_gsme_spec_coverage.py`, `tests/test_hub_spec_coverage.py`,
+  `tests/test_cs_spec_coverage.py`).
 
 How a device-level command is assembled from one target's COSEM rows:
 
@@ -37,7 +42,9 @@ from pathlib import Path
 
 __all__ = ["NULL", "spec_path", "load_use_cases", "value_for", "dlms_use_cases", "specs_from_rows", "envelope",
            "device_command_cases", "row_groups", "entry_from_rows", "sample_constant", "group_value",
-           "AccessRequest", "access_request", "command", "protection_parameters", "FIELD_ORDER"]
+           "AccessRequest", "access_request", "command", "protection_parameters", "FIELD_ORDER",
+           "GbzTemplateComponent", "gbz_template_components", "gbz_sample", "gbz_component_payload", "GbzRequest",
+           "gbz_request", "gbz_command_cases", "gbz_command", "gbz_alternates"]
 
 NULL = {"type": "null-data", "value": None}
 
@@ -393,3 +400,289 @@ def command(message_code: int, originator: str, recipient: str, payload: dict) -
     return {"grouping_header": {"cra_flag": "command", "originator": originator, "recipient": recipient,
                                 "date_time": None, "other_information": {"message_code": f"0x{message_code:04X}"}},
             "payload": {"dlms": payload}, "signature": ""}
+
+
+# --------------------------------------------------------------------------------------------- GBZ (ZCL) level
+#
+# A GBZ command is built from the use case's byte-level template in the appendix (`gbz_template.command`):
+#
+#   template ──split per "Extended Header Control Field"──▶ components (cluster, frame control, command id,
+#   From Date Time?, instance count from the heading "(12 instances)") ──▶ each ZCL payload field zipped, in
+#   order, with the codec's declaration of that command (`protocols.zigbee.clusters`) ──▶ a value per field:
+#
+#     * the template's constant (`0x0702`, `0b10`, `41`); a choice `0x00 | 0x01` takes the first option, a
+#       range `0-11` the instance index (Snapshot Offset), a meaning "Set to 0xFFFFFFFE" that hex;
+#     * a `*` cell: a plausible value of the codec field (`gbz_sample`): "now" (0) for activation and start
+#       times, the current UTC time for issuer event / message / calendar ids (the template says so), a day back
+#       for log windows, 1 for counts and ids, 1000 for amounts, "GBCS" for strings;
+#     * a "Refer to ZigBee spec" sub-payload: one entry of the codec's entry declaration, sampled the same way.
+#
+# The result is the JSON form `hil.remote_party.RemoteParty.build` takes; the codec encodes it, so a value the
+# declaration does not accept fails loudly.
+
+_INSTANCES_RE = re.compile(r"\((\d+)(?:-(\d+|n))? instances?\)")
+_HEX_CONST_RE = re.compile(r"^(0x[0-9A-Fa-f]+|0b[01]+|\d+)$")
+_SET_TO_RE = re.compile(r"[Ss]et (?:to|=) (0x[0-9A-Fa-f]+)\b")
+_AMOUNT_WORDS = ("credit", "debt", "charge", "price", "amount", "cap", "level", "threshold", "limit", "value",
+                 "percentage")
+
+
+@dataclass
+class GbzTemplateComponent:
+    """One command component of a use case's GBZ template."""
+
+    name: str                   #: the template heading ("GetSnapshot (12 instances)")
+    cluster: int
+    frame_control: int
+    command_id: int
+    from_date_time: bool
+    instances: int              #: how many copies the command carries (the heading's minimum, at least 1)
+    fields: list[dict]          #: the template's ZCL payload fields, in order
+
+
+def gbz_template_components(uc: dict) -> list[GbzTemplateComponent]:
+    """The command components of `uc`'s GBZ template, in order."""
+    tpl = uc.get("gbz_template") or {}
+    out: list[GbzTemplateComponent] = []
+    cur: dict | None = None
+    for e in tpl.get("command") or ():
+        if e.get("kind") != "field":
+            continue
+        el = e["element"]
+        if el == "Extended Header Control Field":
+            cur = {"name": e["zcl_command"] or "", "ctl": e["value"], "fields": [], "hdr": {}}
+            out.append(cur)  # type: ignore[arg-type]
+        elif cur is None:
+            continue
+        elif e["block"] == "ZCL payload":
+            cur["fields"].append(e)
+        else:
+            cur["hdr"][el] = e["value"]
+    comps = []
+    for c in out:
+        h = c["hdr"]  # type: ignore[index]
+        m = _INSTANCES_RE.search(c["name"])  # type: ignore[arg-type]
+        comps.append(GbzTemplateComponent(
+            name=c["name"], cluster=int(h["Extended Header Cluster ID"], 16),  # type: ignore[index]
+            frame_control=int(h["Frame control"], 0), command_id=int(h["Command identifier"], 16),
+            from_date_time="From Date Time" in h, instances=max(1, int(m.group(1))) if m else 1,
+            fields=c["fields"]))  # type: ignore[index]
+    return comps
+
+
+def _gbcs_now(now: float) -> int:
+    from firmware_emu.core.clock import to_gbcs_seconds
+    return to_gbcs_seconds(now)
+
+
+def _declared_fields(con) -> list[tuple[str, object]]:
+    import construct as cs
+    return [(sc.name, sc.subcon if isinstance(sc, cs.Renamed) else sc) for sc in con.subcons]
+
+
+def _leaf_bytes(con) -> int | None:
+    import construct as cs
+    if isinstance(con, (cs.FormatField, cs.BytesInteger)):
+        return con.length
+    return None
+
+
+def _signed(con) -> bool:
+    import construct as cs
+    if isinstance(con, cs.FormatField):
+        return con.fmtstr[-1].islower()
+    return isinstance(con, cs.BytesInteger) and con.signed
+
+
+def gbz_sample(name: str, con, now: float, *, meaning: str = "", update: bool = True):
+    """A plausible value of the declared field `name` (a construct of `protocols.zigbee`) for a `*` cell."""
+    import construct as cs
+    from protocols.zigbee import zcl as Z
+    g = _gbcs_now(now)
+    n = name.lower()
+    if isinstance(con, Z.Trailing):
+        return None
+    if isinstance(con, (Z.Entries, Z.Counted)):
+        return [gbz_sample(name, con.subcon, now, meaning=meaning, update=update)]
+    if isinstance(con, cs.Struct):
+        return {k: gbz_sample(k, sub, now, update=update) for k, sub in _declared_fields(con)}
+    if isinstance(con, Z.SwitchOn):
+        raise ValueError(f"{name}: a switched field is sampled by its component")
+    if isinstance(con, Z._ZclTyped):
+        kind = con.ztype.kind
+        if kind == "date":
+            import time as _t
+            tm = _t.gmtime(now)
+            return {"year": tm.tm_year, "month": tm.tm_mon, "day": tm.tm_mday, "day_of_week": 0xFF}
+        if kind == "tod":
+            return {"hours": 7, "minutes": 0, "seconds": 0, "hundredths": 0}
+        if kind in ("chars", "long_chars"):
+            return _SAMPLE_STRING
+        return _SAMPLE_STRING.encode().hex().upper()
+    from protocols.zigbee.clusters import BlockThresholdEntry
+    if isinstance(con, BlockThresholdEntry):
+        return {"tier": 0, "thresholds": [1000]}
+    size = _leaf_bytes(con)
+    if size is None:
+        raise ValueError(f"{name}: no sample for {type(con).__name__}")
+    m = _SET_TO_RE.search(meaning or "")
+    if m:
+        return int(m.group(1), 16)
+    if n in ("issuer_event_id", "message_id", "issuer_calendar_id"):
+        return g
+    if "time" in n:
+        if n in ("latest_end_time", "end_time"):
+            return g
+        if n.startswith("earliest") or (n == "start_time" and not update):
+            return g - 86400 if "sample" in n else 0
+        if n.startswith(("billing_period", "block_period")):
+            return g + 86400
+        if "collection_time" in n or size == 2:
+            return 0
+        return 0
+    if "duration" in n:
+        return 1
+    if n.startswith("number_of_samples"):
+        return 1
+    if size >= 2 and any(w in n for w in _AMOUNT_WORDS):
+        return 1000
+    if "period" in n or "interval" in n:
+        return 10
+    return 1
+
+
+def _template_value(field: dict, instance: int):
+    """The template cell as a number, or None when it is `*` / a free range (module comment above)."""
+    text = (field.get("value") or "").strip()
+    if text in ("", "*"):
+        return None
+    first = text.split("|")[0].strip()
+    if _HEX_CONST_RE.match(first):
+        return int(first, 0)
+    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)
+    if m:
+        return int(m.group(1)) + instance
+    return None
+
+
+@dataclass
+class GbzRequest:
+    """What `gbz_request` built: the components (JSON form) and, per component, the attributes it reads."""
+
+    components: list[dict] = field(default_factory=list)
+    reads: list[list[int]] = field(default_factory=list)   # Read Attributes ids per component ([] otherwise)
+
+    def payload(self) -> dict:
+        return {"gbz": {"components": self.components}}
+
+
+def _fc_json(fc: int) -> dict:
+    return {"frame_type": "global" if fc & 3 == 0 else "cluster", "manufacturer_specific": bool(fc & 4),
+            "direction": "server_to_client" if fc & 8 else "client_to_server",
+            "disable_default_response": bool(fc & 0x10), "reserved": 0}
+
+
+def gbz_component_payload(tc: GbzTemplateComponent, *, now: float, update: bool, instance: int = 0) -> dict:
+    """The ZCL payload (JSON form) of one template component."""
+    from protocols.zigbee import zcl as Z
+    from protocols.zigbee.clusters import cluster_command
+    if tc.frame_control & 3 == 0:
+        if tc.command_id != 0x00:
+            raise ValueError(f"{tc.name}: global command 0x{tc.command_id:02X} is not built")
+        return {"attributes": [{"attribute_id": int(f["value"], 16)} for f in tc.fields]}
+    direction = "server_to_client" if tc.frame_control & 8 else "client_to_server"
+    cmd = cluster_command(tc.cluster, direction, tc.command_id)
+    if cmd is None or cmd.payload is None:
+        raise ValueError(f"{tc.name}: no codec declaration for 0x{tc.cluster:04X}/{tc.command_id:02X}")
+    declared = _declared_fields(cmd.payload)
+    payload: dict = {}
+    fields = list(tc.fields)
+    for i, (name, con) in enumerate(declared):
+        f = fields[i] if i < len(fields) else None
+        if isinstance(con, Z.Trailing) and f is None:
+            payload[name] = None
+            continue
+        if f is None:
+            raise ValueError(f"{tc.name}: the template has no field for {name}")
+        if isinstance(con, Z.SwitchOn):
+            key = payload[con.keyfield]
+            sub = con.cases.get(key, con.default)
+            if isinstance(sub, Z.Entries):
+                payload[name] = [gbz_sample(name, sub.subcon, now, update=update)]
+            else:
+                payload[name] = gbz_sample(name, sub, now, update=update)
+            continue
+        value = _template_value(f, instance)
+        if isinstance(con, Z._ZclTyped) and value == 0 and con.ztype.kind in ("octets", "chars"):
+            value = ""                                          # "0-length string"
+        elif value is None or _leaf_bytes(con) is None:
+            value = gbz_sample(name, con, now, meaning=f.get("meaning") or "", update=update)
+        if _leaf_bytes(con) is not None and _signed(con) and value >= 1 << (8 * _leaf_bytes(con) - 1):
+            value -= 1 << (8 * _leaf_bytes(con))                # the template writes INT32 cells in hex
+        payload[name] = value
+    if len(fields) > len(declared):
+        raise ValueError(f"{tc.name}: the template has {len(fields)} fields, the codec {len(declared)}")
+    return payload
+
+
+def gbz_request(uc: dict, *, now: float) -> GbzRequest:
+    """The GBZ command of `uc` from its template (module comment above): every component, each instance."""
+    update = uc["read_or_update"] == "Update"
+    req = GbzRequest()
+    plan = [(tc, i) for tc in gbz_template_components(uc) for i in range(tc.instances)]
+    for seq, (tc, i) in enumerate(plan):
+        comp = {"extended_header_control": {"last": seq == len(plan) - 1, "encrypted": False,
+                                            "from_date_time": tc.from_date_time, "reserved": 0},
+                "cluster": tc.cluster,
+                "zcl": {"frame_control": _fc_json(tc.frame_control), "sequence_number": seq,
+                        "command_id": tc.command_id,
+                        "payload": gbz_component_payload(tc, now=now, update=update, instance=i)}}
+        if tc.from_date_time:
+            comp["from_date_time"] = 0 if update else _gbcs_now(now) - 31 * 86400
+        req.components.append(comp)
+        zp = comp["zcl"]["payload"]
+        req.reads.append([a["attribute_id"] for a in zp["attributes"]]
+                         if tc.frame_control & 3 == 0 and tc.command_id == 0 else [])
+    return req
+
+
+def gbz_command_cases(device: str, prefixes: tuple[str, ...] = ("GCS",),
+                      ucs: list[dict] | None = None) -> list[tuple[dict, dict]]:
+    """(use case, target) of every command use case (not an `SME.A.*` alert) with a GBZ template whose
+    appendix target is `device` (ZCL/ZSE content), for names starting with one of `prefixes`."""
+    out = []
+    for uc in ucs if ucs is not None else load_use_cases():
+        if not uc["name"].startswith(prefixes) or uc["message_code"] is None:
+            continue
+        if (uc["message_type"] or "").startswith("SME.A.") or not (uc.get("gbz_template") or {}).get("command"):
+            continue
+        for t in uc["targets"]:
+            if t["device"] == device and t["content_type"] == "ZCL/ZSE" and t["command"]:
+                out.append((uc, t))
+                break
+    return out
+
+
+def gbz_command(message_code: int, originator: str, recipient: str, payload: dict) -> dict:
+    """`command` for a GBZ payload ({"gbz": {...}})."""
+    return {"grouping_header": {"cra_flag": "command", "originator": originator, "recipient": recipient,
+                                "date_time": None, "other_information": {"message_code": f"0x{message_code:04X}"}},
+            "payload": payload, "signature": ""}
+
+
+def gbz_alternates(uc: dict) -> set[tuple[int, int, int]]:
+    """(cluster, command id, status) of the Default Responses the use case's template gives as alternate
+    responses ("if no instances of the ZCL/ZSE command immediately above are returned": NOT_FOUND)."""
+    out: set[tuple[int, int, int]] = set()
+    cur: dict = {}
+    for e in (uc.get("gbz_template") or {}).get("normal_response") or ():
+        if e.get("kind") != "field" or not e.get("alternate"):
+            continue
+        el, value = e["element"], e.get("value") or ""
+        if el == "Extended Header Cluster ID":
+            cur = {"cluster": int(value, 16)}
+        elif el.startswith("Command identifier (UINT8)") and _HEX_CONST_RE.match(value):
+            cur["command_id"] = int(value, 0)
+        elif el.startswith("Status (ENUM8)") and _HEX_CONST_RE.match(value) and "command_id" in cur:
+            out.add((cur["cluster"], cur["command_id"], int(value, 0)))
+    return out

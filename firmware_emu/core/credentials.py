@@ -553,8 +553,10 @@ def provide_device_certificate(device, cmd, now) -> Reply:
 
 # ------------------------------------------------------------------------------------------------ CS03 / CS04 / CS07
 
-#: Join methods per use case, and the device types an ESME may join that way.
-_JOIN = {"CS03A1": (0, {"PPMID", "HCALCS", "Type 2"}), "CS03A2": (0, {"PPMID", "HCALCS", "Type 2"}),
+#: Join methods per use case, and the device types the recipient may join that way. Method A has two sides:
+#: CS03A1 "(Meter)" goes to the meter, which initiates (method A initiator) with the PPMID / HCALCS / Type 2
+#: device (RTDS: to the ESME); CS03A2 "(non Meter)" goes to that device, the responder, naming its meter.
+_JOIN = {"CS03A1": (0, {"PPMID", "HCALCS", "Type 2"}), "CS03A2": (1, {"ESME", "GSME"}),
          "CS03B": (2, {"CHF", "GPF"}), "CS03C": (3, {"PPMID", "HCALCS", "Type 2"})}
 
 

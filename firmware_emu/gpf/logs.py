@@ -134,6 +134,8 @@ def stimulate_backup(device, now: float, **detail) -> list:
 
 def setup(cls) -> None:
     cls.server().command(METERING, GET_SAMPLED_DATA)(_get_sampled_data)
+    from firmware_emu.gsme.events import _clear_event_log      # CS11 targets the GPF too (its own event logs)
+    cls.server().command(0x0709, 0x01)(_clear_event_log)
     handles(cls, "GCS59")(restore)
     handles(cls, "CS03A1", "CS03A2", "CS03B", "CS03C")(_backed_up(credentials.join))
     handles(cls, "CS04AC", "CS04B")(_backed_up(credentials.unjoin))

@@ -233,7 +233,8 @@ def _get_snapshot(ctx: ZclContext, comp: dict):
     t, cause = found[p["snapshot_offset"]]
     tiers, blocks = tariff_split(ctx.device, t)
     payload = {"snapshot_id": p["snapshot_offset"], "snapshot_time": to_gbcs_seconds(t),
-               "total_snapshots_found": len(found), "command_index": 0, "total_number_of_commands": 1,
+               "total_snapshots_found": min(len(found), 0xFF),          # a UINT8: a factory meter holds more
+               "command_index": 0, "total_number_of_commands": 1,
                "snapshot_cause": cause, "snapshot_payload_type": 6,
                "snapshot_sub_payload": _tou_block_payload(volume(ctx.device, t), tiers, blocks)}
     return {"command_id": 0x06, "payload": payload}
@@ -269,15 +270,24 @@ def _get_prepay_snapshot(ctx: ZclContext, comp: dict):
     t, cause = found[p["snapshot_offset"]]
     return {"command_id": 0x01, "payload": {
         "snapshot_id": p["snapshot_offset"], "snapshot_time": to_gbcs_seconds(t),
-        "total_snapshots_found": len(found), "command_index": 0, "total_number_of_commands": 1,
+        "total_snapshots_found": min(len(found), 0xFF), "command_index": 0, "total_number_of_commands": 1,
         "snapshot_cause": cause, "snapshot_payload_type": 0, "snapshot_payload": prepayment_balances(ctx.device)}}
 
 
 # ----------------------------------------------------------------------------------------------- setup
 
+def _update_site_id(ctx: ZclContext, comp: dict):
+    """GCS41: Update SiteID (Device Management, from the head end) sets the MPRN that GCS46 reads
+    (Metering SiteID 0x0307); acknowledged with a Default Response."""
+    from firmware_emu.core.zcl import set_attribute
+    set_attribute(ctx.state, METERING, 0x0307, comp["zcl"]["payload"]["site_id"] or "", "octet_string")
+    return None
+
+
 def setup(cls) -> None:
     """Register the metering and identity attributes and the profile/snapshot reads on the GSME's server."""
     server = cls.server()
+    server.command(0x0708, 0x03, "server_to_client")(_update_site_id)
     server.attribute(METERING, 0x0000)(_summation)
     server.attribute(METERING, 0x0100, 0x0102, 0x0104, 0x0106)(_tier)
     server.attribute(METERING, 0x0700, 0x0701, 0x0702, 0x0703)(_block)
@@ -310,6 +320,21 @@ def _top_up_log(ctx: ZclContext, comp: dict):
         raise ZclFailure(Status.NOT_FOUND, "no top-up in that window")
     return {"command_id": 0x05, "payload": {"command_index": 0, "total_number_of_commands": 1,
                                             "top_up_payload": rows}}
+
+
+def _debt_repayment_log(ctx: ZclContext, comp: dict):
+    """GCS15d: the newest `number_of_debts` payment-based debt repayments of `debt_type` between From Date Time
+    and `latest_end_time` (`state["gsme"]["debt_log"]`, entries {collection_time, amount_collected, debt_type,
+    outstanding_debt}); a meter that collected none answers NOT_FOUND, the template's alternate response."""
+    p = comp["zcl"]["payload"]
+    lo = comp.get("from_date_time", 0)
+    rows = [r for r in ctx.state.get("gsme", {}).get("debt_log", [])
+            if lo <= r["collection_time"] <= p["latest_end_time"] and p["debt_type"] in (0xFF, r["debt_type"])]
+    rows = sorted(rows, key=lambda r: -r["collection_time"])[:p["number_of_debts"]]
+    if not rows:
+        raise ZclFailure(Status.NOT_FOUND, "no debt repayment in that window")
+    return {"command_id": 0x06, "payload": {"command_index": 0, "total_number_of_commands": 1,
+                                            "debt_payload": rows}}
 
 
 #: ZSE event log ids: 1 tamper, 2 fault, 3 general, 4 security, 5 network.
@@ -365,6 +390,7 @@ def _no_calendar(ctx: ZclContext, comp: dict):
 
 def setup_logs(server) -> None:
     server.command(PREPAYMENT, 0x08)(_top_up_log)
+    server.command(PREPAYMENT, 0x0A)(_debt_repayment_log)
     server.command(0x0709, 0x00)(_get_event_log)
     for cid in (0x00, 0x01, 0x02, 0x03, 0x04):   # Get Calendar, Day/Week Profiles, Seasons, Special Days
         server.command(0x0707, cid)(_no_calendar)

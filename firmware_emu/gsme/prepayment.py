@@ -229,7 +229,7 @@ def _change_payment_mode(ctx: ZclContext, comp: dict):
     if not ctx.scratch.get("plan_only"):
         before = in_prepayment_mode(device)
         set_attr(device, 0x0000, p["proposed_payment_control_configuration"] & 0xFFFF)
-        if p.get("cut_off_value") is not None:
+        if p.get("cut_off_value") not in (None, -1):     # 0xFFFFFFFF: "do not change" (GCS02/GCS03 templates)
             set_attr(device, 0x0040, p["cut_off_value"])
         if in_prepayment_mode(device) != before:
             record_snapshot(device, device.device_time(ctx.now), CAUSE_MODE_CHANGE)
