@@ -256,6 +256,8 @@ def _register_optional_commands() -> None:
     main.add_command(keys)
     from firmware_emu.fleet.cli import fleet
     main.add_command(fleet)
+    from hil.hil_cli import hil
+    main.add_command(hil)
     try:
         from firmware_emu.command_cli import command
     except ImportError:  # pragma: no cover - added by the remote-party work
