@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import marshal
 import random
 from dataclasses import dataclass, field
 
@@ -66,7 +67,7 @@ from firmware_emu.han.tunnel import Got, Put, TunnelClient, TunnelClosed, Tunnel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Premises", "PremisesError", "REGISTER_TYPE", "HAN_ROLE", "DEFAULT_WAKE_INTERVAL", "STATE_VERSION"]
+__all__ = ["Premises", "PremisesError", "Snapshot", "REGISTER_TYPE", "HAN_ROLE", "DEFAULT_WAKE_INTERVAL", "STATE_VERSION"]
 
 STATE_VERSION = 1
 #: The GSME wakes this often (seconds of simulated time) unless its class says otherwise.
@@ -84,11 +85,55 @@ class PremisesError(ValueError):
     pass
 
 
+_ENC = json.JSONEncoder(separators=(",", ":"))
+
+
+@dataclass
+class Snapshot:
+    """A premises' state for a commit (`Premises.snapshot`): `pieces` joined are its JSON text; `counters` is
+    {device EUI: a copy of its counters}."""
+
+    pieces: list[str]
+    counters: dict
+    stable: tuple[int, ...] = ()       # pieces that are the same object while unchanged (may be cached)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
 @dataclass
 class _Out:
     """Frames for the WAN collected while processing, in order."""
 
     frames: list[bytes] = field(default_factory=list)
+
+
+_HEAD_END_COUNTERS = None
+
+
+def _copy_plain(obj):
+    """A deep copy of dicts and lists of scalars (device counters), without a JSON round trip."""
+    if type(obj) is dict:
+        return {k: _copy_plain(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_copy_plain(v) for v in obj]
+    return obj
+
+
+def _head_end_counters(base, start: int):
+    """An in-memory `CounterStore` that counts its writes (every counter handed out or taken is one), so the
+    premises copies the head end's counters into its state only after they moved."""
+    global _HEAD_END_COUNTERS
+    if _HEAD_END_COUNTERS is None:
+        class HeadEndCounters(base):
+            writes = 0
+
+            def _write(self, counters):
+                super()._write(counters)
+                self.writes += 1
+        _HEAD_END_COUNTERS = HeadEndCounters
+    return _HEAD_END_COUNTERS(None, initial_counter=start)
 
 
 def _install_code(seed: int, eui: str) -> str:
@@ -179,6 +224,9 @@ class Premises:
         self.net.join_policy = self._join_policy
         self._head_end: dict[Role, object] = {}
         self._counters = None
+        self._rng_text: tuple[tuple, str] | None = None
+        self._fragments: dict[tuple, tuple[bytes, str]] = {}
+        self._counters_synced: int | None = None
 
     # ---------------------------------------------------------------------------------------- persistence
 
@@ -186,12 +234,103 @@ class Premises:
         """The whole premises as a JSON dict (a deep copy)."""
         self.st["han"] = self.net.state
         self.st["devices"] = {e: d.state for e, d in self.devices.items()}
-        if self._counters is not None:
+        self._sync_head_end()
+        return json.loads(json.dumps(self.st))
+
+    def snapshot(self) -> "Snapshot":
+        """The state for a commit, without `state()`'s deep copies: the JSON text as pieces (their
+        concatenation is exactly `json.dumps(self.state(), separators=(",", ":"))`) and a copy of every
+        device's counters (what `core.store.check_counters` compares).
+
+        Every section (each top-level key, each device, the HAN's live tables) is looked at on every call: its
+        JSON text is reused only when `marshal.dumps(section, 2)` is byte for byte the one the text was made
+        from. Version-2 marshal has no back-references and tags every value with its exact type (bool, int and
+        float differ, floats by their bits, dict order included), so equal bytes mean an identical section; it
+        is about five times cheaper than JSON encoding. A section marshal cannot take is always re-encoded. The
+        HAN's random generator state (625 integers, two thirds of the text) is reused while its integer tuple
+        is equal; it is its own piece, the same `str` object while it holds, so a store may keep its compressed
+        form (`fleet.host.PremisesStore.encode_pieces`; `Snapshot.stable` names it)."""
+        self.st["devices"] = {e: d.state for e, d in self.devices.items()}
+        self._sync_head_end()
+        st, net = self.st, self.net
+        reassemblers = getattr(net, "_reassemblers", None)
+        live = getattr(net, "st", None)
+        if "han" not in st or reassemblers is None or type(live) is not dict or "rng" in live \
+                or "reassembly" in live:
+            return Snapshot([json.dumps(self.state(), separators=(",", ":"))], self._device_counters())
+        version, internal, gauss = net.rng.getstate()
+        cached = self._rng_text
+        if cached is None or cached[0] != internal:
+            cached = self._rng_text = (internal, _ENC.encode(list(internal)))
+        frag, used = self._fragment, set()
+        before: list[str] = []             # "key":value segments before and after the HAN
+        after: list[str] = []
+        seg, group = before, {}
+        for k, v in st.items():
+            if k != "han" and k != "now" and (k != "devices" or type(v) is not dict):
+                group[k] = v               # sections that rarely change share one guard
+                continue
+            if group:
+                seg.append(frag(("top",) + tuple(group), group, used)[1:-1])
+                group = {}
+            if k == "han":
+                seg = after
+            elif k == "now":
+                seg.append('"now":' + _ENC.encode(v))
+            else:
+                seg.append('"devices":' + self._members(("devices",), v, used))
+        if group:
+            seg.append(frag(("top",) + tuple(group), group, used)[1:-1])
+        head = self._members(("han",), live, used)
+        reassembly = {eui: r.state for eui, r in reassemblers.items()}
+        first = ("{" + ",".join(before) + ("," if before else "") + '"han":' + head[:-1] + ("," if live else "")
+                 + '"rng":[' + _ENC.encode(version) + ",")
+        last = ("," + _ENC.encode(gauss) + '],"reassembly":' + frag(("reassembly",), reassembly, used) + "}"
+                + ("," + ",".join(after) if after else "") + "}")
+        for key in [key for key in self._fragments if key not in used]:
+            del self._fragments[key]
+        return Snapshot([first, cached[1], last], self._device_counters(), stable=(1,))
+
+    def _members(self, key: tuple, d, used: set) -> str:
+        """The JSON text of a dict whose members change at different rates (the devices, the HAN's tables):
+        one guarded fragment per member that is a dict or list, plain values (the HAN's clock) encoded
+        directly."""
+        if type(d) is not dict or not all(type(k) is str for k in d):
+            return self._fragment(key, d, used)
+        parts = []
+        for k, v in d.items():
+            t = type(v)
+            parts.append(_ENC.encode(k) + ":" + (self._fragment(key + (k,), v, used) if t is dict or t is list
+                                                 else _ENC.encode(v)))
+        return "{" + ",".join(parts) + "}"
+
+    def _fragment(self, key: tuple, value, used: set) -> str:
+        """The JSON text of one state section, reused while its version-2 marshal bytes are unchanged."""
+        used.add(key)
+        try:
+            m = marshal.dumps(value, 2)
+        except ValueError:                 # not a plain JSON tree (marshal cannot take it): always encode
+            self._fragments.pop(key, None)
+            return _ENC.encode(value)
+        got = self._fragments.get(key)
+        if got is not None and got[0] == m:
+            return got[1]
+        text = _ENC.encode(value)
+        self._fragments[key] = (m, text)
+        return text
+
+    def _device_counters(self) -> dict:
+        return {e: _copy_plain(d.get("counters") or {}) for e, d in self.st["devices"].items()}
+
+    def _sync_head_end(self) -> None:
+        """Copy the built-in head end's counters into the state (only when one was handed out since)."""
+        store = self._counters
+        if store is not None and getattr(store, "writes", None) != self._counters_synced:
+            self._counters_synced = getattr(store, "writes", None)
             for e in set(self.st["anchors"].values()):
                 last = self._counters.last(e)
                 if last is not None:
                     self.st["head_end"]["last"][e] = last
-        return json.loads(json.dumps(self.st))
 
     @classmethod
     def restore(cls, state: dict, keystore: Keystore, *, trace: bool = False, issuer=None) -> "Premises":
@@ -232,7 +371,7 @@ class Premises:
             if eui is None:
                 raise PremisesError(f"no {role.name.lower()} in the premises' trust anchors")
             if self._counters is None:      # one store for every role: supplementary counters included
-                self._counters = CounterStore(None, initial_counter=self.st["head_end"]["start"])
+                self._counters = _head_end_counters(CounterStore, self.st["head_end"]["start"])
                 for e, n in self.st["head_end"]["last"].items():
                     self._counters.take(e, n)
             party = RemoteParty(self.keystore, eui, role, counter_store=self._counters)

@@ -49,6 +49,7 @@ ALERT_LOG_DEPTH = 100
 
 #: How trust anchors are keyed in the persisted state.
 ROLE_KEYS = {r: r.name.lower() for r in Role}
+_ROLE_BY_KEY = {v: k for k, v in ROLE_KEYS.items()}
 
 
 @dataclass
@@ -145,8 +146,14 @@ class Device:
 
     @property
     def anchors(self) -> dict[Role, bytes]:
-        by_key = {v: k for k, v in ROLE_KEYS.items()}
-        return {by_key[k]: as_eui(v) for k, v in self.state["anchors"].items()}
+        """{role: EUI} from `state["anchors"]` (a fresh dict; the conversion is cached while the persisted
+        anchors are equal, string for string, to those it was made from)."""
+        items = tuple(self.state["anchors"].items())
+        cached = self.__dict__.get("_anchors_cache")
+        if cached is None or cached[0] != items:
+            cached = (items, {_ROLE_BY_KEY[k]: as_eui(v) for k, v in items})
+            self._anchors_cache = cached
+        return dict(cached[1])
 
     def set_anchor(self, role: Role, eui) -> None:
         self.state["anchors"][ROLE_KEYS[Role(role)]] = eui_hex(eui)
@@ -160,10 +167,11 @@ class Device:
         """Process one inbound frame; returns the frames to send (see module docstring)."""
         self.now = now
         out = self._run_due(now)
+        anchors = self.anchors
         try:
             cmd = security.check_command(
-                frame, eui=self.eui, device_type=self.DEVICE_TYPE, keys=self.keys, anchors=self.anchors,
-                last_counters=self.state["counters"]["remote"], acb=self.anchors.get(Role.ACCESS_CONTROL_BROKER))
+                frame, eui=self.eui, device_type=self.DEVICE_TYPE, keys=self.keys, anchors=anchors,
+                last_counters=self.state["counters"]["remote"], acb=anchors.get(Role.ACCESS_CONTROL_BROKER))
         except Rejection as r:
             return out + self._rejected(r)
         self.event("command", use_case=cmd.entry.name, counter=cmd.counter, remote=eui_hex(cmd.remote_party))

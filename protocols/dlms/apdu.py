@@ -20,6 +20,7 @@ from protocols.errors import EncodeError
 from protocols.prims import BerLength, End, Expect, HexBytes, HexPrefixed, Linked, Reject, build_value, compiled, parse_exact, to_jsonable
 
 __all__ = ["AccessRequest", "AccessResponse", "DataNotification", "decode_apdu", "encode_apdu",
+           "decode_apdu_declared", "encode_apdu_declared",
            "DATA_ACCESS_RESULT", "ACTION_RESULT"]
 
 ACCESS_REQUEST = 0xD9
@@ -145,7 +146,9 @@ def decode_apdu(data: bytes, *, base: int = 0, cra_flag: str | None = None, mess
         from protocols.errors import DecodeError
         raise DecodeError(f"unknown DLMS APDU tag 0x{data[0]:02X}" if data else "empty DLMS payload", "dlms", base)
     name, con, fast = entry
-    value = to_jsonable(parse_exact(fast, data, field=f"dlms.{name}", base=base, slow=con))
+    value = _decode_access_request_fast(data) if data[0] == ACCESS_REQUEST else None
+    if value is None:
+        value = to_jsonable(parse_exact(fast, data, field=f"dlms.{name}", base=base, slow=con))
     for spec in value.get("request_specifications") or ():
         _name_descriptor(spec["descriptor"])
     return {name: value}
@@ -169,4 +172,147 @@ def encode_apdu(obj: dict, *, cra_flag: str | None = None, message_code: int | N
     con = APDU_BY_NAME.get(name)
     if con is None:
         raise EncodeError(f"unknown DLMS APDU {name!r}", "payload.dlms")
+    if name == "access_response":
+        fast = _encode_access_response_fast(value)
+        if fast is not None:
+            return fast
     return build_value(con, _strip(value), field=f"payload.dlms.{name}")
+
+
+def decode_apdu_declared(data: bytes, *, base: int = 0) -> dict:
+    """`decode_apdu` by the declarations alone: the reference of the hand-written Access-Request parser."""
+    entry = APDUS.get(data[0]) if data else None
+    if entry is None:
+        return decode_apdu(data, base=base)
+    name, con, fast = entry
+    value = to_jsonable(parse_exact(fast, data, field=f"dlms.{name}", base=base, slow=con))
+    for spec in value.get("request_specifications") or ():
+        _name_descriptor(spec["descriptor"])
+    return {name: value}
+
+
+def encode_apdu_declared(obj: dict) -> bytes:
+    """`encode_apdu` by the declarations alone: the reference of the hand-built Access-Response."""
+    name, value = next(iter(obj.items()))
+    return build_value(APDU_BY_NAME[name], _strip(value), field=f"payload.dlms.{name}")
+
+
+# -- hand-written fast paths ----------------------------------------------------------------------------------
+#
+# The Access-Request a command carries and the Access-Response a device answers are parsed and built on every
+# DLMS round trip. Like protocols.gbcs.message's envelope fast paths they return exactly the declarations'
+# result or None ("not sure": the declaration runs and produces every error); tests/test_fast_paths.py checks
+# them against `decode_apdu_declared` / `encode_apdu_declared`.
+
+_KIND_NAMES = {v: k for k, v in SPEC_KIND.items()}
+_SELECTIVE = frozenset(("get-with-selection", "set-with-selection"))
+
+
+def _ber(data: bytes, pos: int, end: int):
+    if pos >= end:
+        return None
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    if first == 0x81 and pos + 2 <= end and data[pos + 1] >= 0x80:
+        return data[pos + 1], pos + 2
+    if first == 0x82 and pos + 3 <= end:
+        value = (data[pos + 1] << 8) | data[pos + 2]
+        return (value, pos + 3) if value >= 0x100 else None
+    return None
+
+
+def _decode_access_request_fast(data: bytes) -> dict | None:
+    """`decode_apdu(data)["access_request"]` of a well-formed Access-Request; None for anything else."""
+    from protocols.dlms.axdr import parse_data
+    from protocols.dlms.obis import obis_to_str
+    end = len(data)
+    if end < 8 or type(data) is not bytes:
+        return None
+    got = _ber(data, 5, end)
+    if got is None or got[0] + got[1] > end:
+        return None
+    dt = data[got[1]:got[1] + got[0]].hex().upper()
+    got = _ber(data, got[0] + got[1], end)
+    if got is None:
+        return None
+    count, p = got
+    specs = []
+    try:
+        for _ in range(count):
+            if p + 10 > end:
+                return None
+            kind = _KIND_NAMES.get(data[p])
+            if kind is None:
+                return None
+            cid = (data[p + 1] << 8) | data[p + 2]
+            ident = data[p + 9]
+            descriptor = {"class_id": cid, "instance_id": obis_to_str(data[p + 3:p + 9]),
+                          ("method_id" if kind == "action" else "attribute_id"): ident - 256 if ident > 127 else ident}
+            p += 10
+            selection = None
+            if kind in _SELECTIVE:
+                if p >= end:
+                    return None
+                selector = data[p]
+                params, p = parse_data(data, p + 1)
+                selection = {"selector": selector, "parameters": params}
+            _name_descriptor(descriptor)
+            specs.append({"kind": kind, "descriptor": descriptor, "access_selection": selection})
+        got = _ber(data, p, end)
+        if got is None:
+            return None
+        count, p = got
+        values = []
+        for _ in range(count):
+            value, p = parse_data(data, p)
+            values.append(value)
+    except Exception:                                   # noqa: BLE001 - the declaration reports it
+        return None
+    if p != end:
+        return None
+    return {"long_invoke_id_and_priority": data[1:5].hex().upper(), "date_time": dt,
+            "request_specifications": specs, "data": values}
+
+
+def _encode_access_response_fast(v) -> bytes | None:
+    """`encode_apdu({"access_response": v})` for the shape `CosemServer.access` returns (no
+    request-specifications echoed, results by name); None when unsure."""
+    from protocols.dlms.axdr import build_data
+    from protocols.prims import ber_length_bytes
+    if type(v) is not dict or v.get("request_specifications", 0) is not None:
+        return None
+    invoke, dt, data, results = (v.get("long_invoke_id_and_priority"), v.get("date_time"), v.get("data"),
+                                 v.get("results"))
+    if type(invoke) is not str or type(dt) is not str or type(data) is not list or type(results) is not list:
+        return None
+    try:
+        invoke_b, dt_b = bytes.fromhex(invoke), bytes.fromhex(dt)
+    except ValueError:
+        return None
+    if len(invoke_b) != 4 or len(dt_b) > 0xFFFF or len(data) > 0xFFFF or len(results) > 0xFFFF:
+        return None
+    out = bytearray(b"\xDA")
+    out += invoke_b
+    out += ber_length_bytes(len(dt_b))
+    out += dt_b
+    out.append(0)
+    out += ber_length_bytes(len(data))
+    try:
+        for d in data:
+            out += build_data(d)
+    except Exception:                                   # noqa: BLE001 - the declaration reports it
+        return None
+    out += ber_length_bytes(len(results))
+    for r in results:
+        if type(r) is not dict:
+            return None
+        kind, result = r.get("kind"), r.get("result")
+        code = SPEC_KIND.get(kind) if type(kind) is str else None
+        table = ACTION_RESULT if kind == "action" else DATA_ACCESS_RESULT
+        value = table.get(result) if type(result) is str else None
+        if code is None or value is None:
+            return None
+        out.append(code)
+        out.append(value)
+    return bytes(out)

@@ -14,9 +14,11 @@ from typing import Callable
 from protocols.errors import DecodeError, EncodeError
 from protocols.gbcs import envelope as env
 from protocols.gbcs.registry import REGISTRY
-from protocols.prims import build_value, parse_exact, to_jsonable
+from protocols.prims import ber_length_bytes, build_value, parse_exact, to_jsonable
 
-__all__ = ["decode", "encode", "split_payload", "payload_family", "PAYLOAD_FAMILIES"]
+__all__ = ["decode", "encode", "split_payload", "split_payload_declared", "payload_family", "PAYLOAD_FAMILIES",
+           "encode_grouping_header", "encode_grouping_header_declared", "wrap_mac_header",
+           "wrap_mac_header_declared"]
 
 DLMS_TAGS = frozenset((0xD9, 0xDA, 0x0F))
 GBZ_PROFILE = b"\x01\x09"
@@ -83,7 +85,245 @@ def _grouping_header_json(gs) -> dict:
 
 def split_payload(data: bytes) -> tuple[dict, bytes | None, int]:
     """(decoded envelope without payload, payload bytes, payload offset in `data`): for layers that need the
-    raw payload (security, devices) without decoding it. The payload is None for a GBT block."""
+    raw payload (security, devices) without decoding it. The payload is None for a GBT block.
+
+    The common shapes (a MAC'd `DD` around a `DF`, or a bare `DF`) go through a hand-written parser
+    (`_split_fast`) that returns exactly what the declarations give; anything it does not recognise as well
+    formed (a GBT block, filled General-Ciphering fields, any error) is parsed by the declarations
+    (`split_payload_declared`), so errors are always theirs."""
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DecodeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    fast = _split_fast(data)
+    if fast is not None:
+        return fast
+    return split_payload_declared(data)
+
+
+# -- hand-written fast paths ------------------------------------------------------------------------------------
+#
+# Theory of operation: the envelope is parsed (and, for responses and alerts, built) several times per frame,
+# so its two common shapes are hand-coded over offsets into the message, the way `prims.BufferConstruct` pieces
+# are. They never decide anything the declarations would not: a fast parser either returns exactly the
+# declared result or None ("not sure"), and the caller then runs the declaration, which also produces every
+# error. A fast builder likewise returns the declared bytes or None. tests/test_fast_paths.py checks both
+# against the declarations over every RTDS message and hypothesis-generated and mutated ones.
+
+_CRA_NAMES = {v: k for k, v in env.CRA_FLAG.items()}
+_DD_EMPTY_FIELDS = bytes(6)        # five empty General-Ciphering fields and the absent key-info
+_SUPPLEMENTARY = ("supplementary_remote_party_id", "supplementary_remote_party_counter",
+                  "supplementary_originator_counter", "supplementary_remote_party_ka_certificate")
+
+
+def _ber(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """A minimal A-XDR length at `pos` (forms 00..7F, 81 nn, 82 nnnn), or None for anything else."""
+    if pos >= end:
+        return None
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    if first == 0x81:
+        if pos + 2 > end or data[pos + 1] < 0x80:
+            return None
+        return data[pos + 1], pos + 2
+    if first == 0x82:
+        if pos + 3 > end:
+            return None
+        value = (data[pos + 1] << 8) | data[pos + 2]
+        return (value, pos + 3) if value >= 0x100 else None
+    return None
+
+
+def _dlms_datetime(b: bytes) -> dict:
+    """`to_jsonable(DlmsDateTime.parse(b))` for 12 bytes."""
+    dev = (b[9] << 8) | b[10]
+    return {"year": (b[0] << 8) | b[1], "month": b[2], "day_of_month": b[3], "day_of_week": b[4], "hour": b[5],
+            "minute": b[6], "second": b[7], "hundredths": b[8], "deviation": dev - 0x10000 if dev & 0x8000 else dev,
+            "clock_status": b[11]}
+
+
+def _split_fast(data: bytes) -> tuple[dict, bytes, int] | None:
+    """`split_payload` for a well-formed MAC'd `DD`/`DF` or bare `DF` message; None for anything else."""
+    n = len(data)
+    if n < 33:
+        return None
+    out: dict = {}
+    tag = data[0]
+    if tag == 0xDD:
+        if data[1:7] != _DD_EMPTY_FIELDS:
+            return None
+        got = _ber(data, 7, n)
+        if got is None or got[0] + got[1] != n or got[0] < 5 + 1 + env.MAC_LENGTH:
+            return None
+        p = got[1]
+        start, end = p + 5, n - env.MAC_LENGTH
+        if data[start] != 0xDF:
+            return None
+        out["mac_header"] = {"security_header": {"security_control": data[p],
+                                                 "invocation_counter": int.from_bytes(data[p + 1:p + 5], "big")},
+                             "mac": data[end:].hex().upper()}
+    elif tag == 0xDF:
+        start, end = 0, n
+    else:
+        return None
+    p = start
+    if end - p < 33 or data[p + 1] != 9 or data[p + 11] != 8 or data[p + 20] != 8:
+        return None
+    cra = _CRA_NAMES.get(data[p + 2])
+    if cra is None:
+        return None
+    counter = int.from_bytes(data[p + 3:p + 11], "big")
+    originator = data[p + 12:p + 20].hex().upper()
+    recipient = data[p + 21:p + 29].hex().upper()
+    p += 29
+    if data[p] == 0:
+        date_time = None
+        p += 1
+    elif data[p] == 12 and p + 13 <= end:
+        date_time = _dlms_datetime(data[p + 1:p + 13])
+        p += 13
+    else:
+        return None
+    got = _ber(data, p, end)
+    if got is None:
+        return None
+    size, q = got
+    oi_end = q + size
+    if oi_end > end or size < 2 or not (size in (2, 10, 18, 26) or size > 26):
+        return None
+    code = (data[q] << 8) | data[q + 1]
+    oi = {"message_code": f"0x{code:04X}"}
+    entry = REGISTRY.get(code)
+    if entry is not None:
+        oi["use_case"] = entry.name
+    if size >= 10:
+        oi["supplementary_remote_party_id"] = data[q + 2:q + 10].hex().upper()
+    if size >= 18:
+        oi["supplementary_remote_party_counter"] = int.from_bytes(data[q + 10:q + 18], "big")
+    if size == 26:
+        oi["supplementary_originator_counter"] = int.from_bytes(data[q + 18:q + 26], "big")
+    elif size > 26:
+        oi["supplementary_remote_party_ka_certificate"] = data[q + 18:oi_end].hex().upper()
+    got = _ber(data, oi_end, end)
+    if got is None:
+        return None
+    size, c0 = got
+    c1 = c0 + size
+    if c1 == end:
+        sig = None
+    elif c1 + 1 == end and data[c1] == 0:
+        sig = ""
+    elif c1 + 1 + env.SIGNATURE_LENGTH == end and data[c1] == env.SIGNATURE_LENGTH:
+        sig = data[c1 + 1:end].hex().upper()
+    else:
+        return None
+    out["grouping_header"] = {"cra_flag": cra, "originator_counter": counter, "originator": originator,
+                              "recipient": recipient, "date_time": date_time, "other_information": oi}
+    out["signature"] = sig
+    return out, data[c0:c1], c0
+
+
+def _u(value, limit: int) -> bool:
+    """An int (not a bool) in 0 .. limit-1."""
+    return type(value) is int and 0 <= value < limit
+
+
+def _eui_bytes(value) -> bytes | None:
+    if type(value) is not str or len(value) != 16:
+        return None
+    try:
+        b = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return b if len(b) == 8 else None
+
+
+_DT_KEYS = ("year", "month", "day_of_month", "day_of_week", "hour", "minute", "second", "hundredths", "deviation",
+            "clock_status")
+
+
+def _build_signing_fast(obj: dict) -> bytes | None:
+    """`build_value(env.GeneralSigning, obj)` for the shapes devices build; None when unsure."""
+    tid = obj["transaction_id"]
+    cra = env.CRA_FLAG.get(tid["cra_flag"]) if type(tid["cra_flag"]) is str else None
+    counter = tid["originator_counter"]
+    originator, recipient = _eui_bytes(obj["originator"]), _eui_bytes(obj["recipient"])
+    if cra is None or not _u(counter, 1 << 64) or originator is None or recipient is None:
+        return None
+    out = bytearray(b"\xDF\x09")
+    out.append(cra)
+    out += counter.to_bytes(8, "big")
+    out += b"\x08"
+    out += originator
+    out += b"\x08"
+    out += recipient
+    dt = obj["date_time"]
+    if dt is None:
+        out.append(0)
+    else:
+        if type(dt) is not dict or len(dt) != len(_DT_KEYS):
+            return None
+        vals = [dt.get(k) for k in _DT_KEYS]
+        if not (_u(vals[0], 1 << 16) and all(_u(v, 256) for v in vals[1:8]) and _u(vals[9], 256)
+                and type(vals[8]) is int and -0x8000 <= vals[8] < 0x8000):
+            return None
+        out.append(12)
+        out += vals[0].to_bytes(2, "big")
+        out += bytes(vals[1:8])
+        out += vals[8].to_bytes(2, "big", signed=True)
+        out.append(vals[9])
+    oi = obj["other_information"]
+    code = oi["message_code"]
+    if not _u(code, 1 << 16):
+        return None
+    info = bytearray(code.to_bytes(2, "big"))
+    rp_id, rp_counter, o_counter, cert = (oi[k] for k in _SUPPLEMENTARY)
+    if rp_id is not None:
+        b = _eui_bytes(rp_id)
+        if b is None:
+            return None
+        info += b
+    for c in (rp_counter, o_counter):
+        if c is not None:
+            if not _u(c, 1 << 64):
+                return None
+            info += c.to_bytes(8, "big")
+    if cert is not None:
+        if type(cert) is not str:
+            return None
+        try:
+            info += bytes.fromhex(cert)
+        except ValueError:
+            return None
+    content = obj["content"]
+    if type(content) is not bytes or len(content) > 0xFFFF or len(info) > 0xFFFF:
+        return None
+    out += ber_length_bytes(len(info))
+    out += info
+    out += ber_length_bytes(len(content))
+    out += content
+    sig = obj["signature"]
+    if sig is None:
+        pass
+    elif sig == "":
+        out.append(0)
+    elif type(sig) is str and len(sig) == 2 * env.SIGNATURE_LENGTH:
+        try:
+            raw = bytes.fromhex(sig)
+        except ValueError:
+            return None
+        if len(raw) != env.SIGNATURE_LENGTH:
+            return None
+        out += b"\x40"
+        out += raw
+    else:
+        return None
+    return bytes(out)
+
+
+def split_payload_declared(data: bytes) -> tuple[dict, bytes | None, int]:
+    """`split_payload` by the construct declarations alone: the reference the fast path is tested against."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -180,13 +420,11 @@ def encode_payload(payload: dict, *, cra_flag: str = "command", message_code: in
     return _codec(family)[1](value, cra_flag=cra_flag, message_code=message_code)
 
 
-def encode_grouping_header(gh: dict, content: bytes, signature) -> bytes:
-    """The General-Signing APDU bytes (`DF` through the signature, or through the payload when `signature`
-    is None: a pre-command)."""
+def _signing_obj(gh: dict, content: bytes, signature) -> dict:
     if not isinstance(gh, dict):
         raise EncodeError("grouping_header must be an object", "grouping_header")
     oi = gh.get("other_information") or {}
-    obj = {
+    return {
         "transaction_id": {"cra_flag": gh.get("cra_flag"),
                            "originator_counter": _int(gh.get("originator_counter"),
                                                       "grouping_header.originator_counter")},
@@ -203,11 +441,36 @@ def encode_grouping_header(gh: dict, content: bytes, signature) -> bytes:
         "content": content,
         "signature": signature,
     }
+
+
+def encode_grouping_header(gh: dict, content: bytes, signature) -> bytes:
+    """The General-Signing APDU bytes (`DF` through the signature, or through the payload when `signature`
+    is None: a pre-command). Common shapes are built by hand (`_build_signing_fast`, same bytes), the rest
+    by the declaration."""
+    obj = _signing_obj(gh, content, signature)
+    fast = _build_signing_fast(obj)
+    if fast is not None:
+        return fast
     return build_value(env.GeneralSigning, obj, field="grouping_header")
 
 
+def encode_grouping_header_declared(gh: dict, content: bytes, signature) -> bytes:
+    """`encode_grouping_header` by the declaration alone: the reference of the hand-built path."""
+    return build_value(env.GeneralSigning, _signing_obj(gh, content, signature), field="grouping_header")
+
+
 def wrap_mac_header(signing: bytes, mac: bytes | str, header: dict | None = None) -> bytes:
-    """Wrap a General-Signing APDU in the General-Ciphering MAC header."""
+    """Wrap a General-Signing APDU in the General-Ciphering MAC header (built by hand when no header fields
+    are given: the declaration's bytes, see tests/test_fast_paths.py)."""
+    if not header and type(signing) is bytes and type(mac) is bytes and len(mac) == env.MAC_LENGTH:
+        body = 5 + len(signing) + env.MAC_LENGTH
+        return b"".join((b"\xDD\x00\x00\x00\x00\x00\x00", ber_length_bytes(body),
+                         b"\x11\x00\x00\x00\x00", signing, mac))
+    return wrap_mac_header_declared(signing, mac, header)
+
+
+def wrap_mac_header_declared(signing: bytes, mac: bytes | str, header: dict | None = None) -> bytes:
+    """`wrap_mac_header` by the declaration alone."""
     header = header or {}
     mac = bytes.fromhex(mac) if isinstance(mac, str) else bytes(mac)
     if len(mac) != env.MAC_LENGTH:
