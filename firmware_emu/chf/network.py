@@ -115,7 +115,7 @@ def _append(device, name: str, row: list) -> None:
 
 def logged(device, eui) -> dict | None:
     """The device-log entry of `eui`, or None."""
-    key = eui_hex(as_eui(eui))
+    key = eui if isinstance(eui, str) and len(eui) == 16 and eui.isupper() else eui_hex(as_eui(eui))
     return next((e for e in chf_state(device)["device_log"] if e["eui"] == key), None)
 
 

@@ -50,9 +50,11 @@ class Registry:
     def __init__(self, entries: list[UseCaseEntry], aliases: dict[str, int]):
         self._by_code: dict[int, UseCaseEntry] = {}
         self._by_name: dict[str, UseCaseEntry] = {}
+        self._names: dict[int, tuple[str, ...]] = {}
         for e in entries:
             self._by_code.setdefault(e.code, e)
             self._by_name[e.name.upper()] = e
+            self._names[e.code] = self._names.get(e.code, ()) + (e.name,)
         for alias, code in aliases.items():
             if code in self._by_code:
                 self._by_name.setdefault(alias.upper(), self._by_code[code])
@@ -65,7 +67,7 @@ class Registry:
         return self._by_name.get(name.upper())
 
     def names_for(self, code: int) -> list[str]:
-        return [e.name for e in self.entries if e.code == code]
+        return list(self._names.get(code, ()))
 
     def __iter__(self):
         return iter(self._by_code.values())
