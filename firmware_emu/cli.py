@@ -258,6 +258,8 @@ def _register_optional_commands() -> None:
     main.add_command(fleet)
     from hil.hil_cli import hil
     main.add_command(hil)
+    from firmware_emu.fleet.demo import demo_command
+    main.add_command(demo_command)
     try:
         from firmware_emu.command_cli import command
     except ImportError:  # pragma: no cover - added by the remote-party work
