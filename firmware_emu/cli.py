@@ -217,12 +217,24 @@ def conformance_codec(directory: str, keystore: str | None, verbose: bool) -> No
               help="the device type of a recipient EUI (ESME, GSME, CHF, GPF, PPMID, HCALCS); repeatable")
 @click.option("--start", metavar="ISO", help="the devices' clock at the start of each case "
                                              "(default 2015-01-01T00:00:00Z)")
+@click.option("--target", "target", default="inproc:", show_default=True, metavar="URL",
+              help="the device under test: inproc: (emulated here), tcp://HOST:PORT (GFI), "
+                   "serial:///dev/ttyX?framing=gfi&baud=115200, socket://HOST:PORT, rfc2217://HOST:PORT "
+                   "(any: &eui=EUI)")
+@click.option("--control", metavar="HOST:PORT", default=None,
+              help="the device under test's control channel (hil serve --control): fresh device per case, "
+                   "faults, clock, stimuli")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="S",
+              help="per-case deadline of a --target outside the process")
+@click.option("--html", type=click.Path(dir_okay=False), help="write a self-contained HTML report")
 @click.option("--verbose", "-v", is_flag=True, help="also a line per passing and skipped case")
 def conformance_rtds(directory: str, keystore: str, junit: str | None, save: str | None,
-                     device_types: tuple[str, ...], start: str | None, verbose: bool) -> None:
-    """Replay every RTDS command below DIRECTORY against a fresh emulated device and compare its response and
-    alerts with the RTDS ones, by form."""
+                     device_types: tuple[str, ...], start: str | None, target: str, control: str | None,
+                     timeout: float, html: str | None, verbose: bool) -> None:
+    """Replay every RTDS command below DIRECTORY against a fresh emulated device (or a device under test,
+    --target) and compare its response and alerts with the RTDS ones, by form."""
     from hil.conformance.rtds import parse_start, run_rtds_conformance
+    from hil.targets import split_target_url
     from protocols.security.eui import as_eui, eui_hex
 
     types: dict[str, str] = {}
@@ -242,8 +254,20 @@ def conformance_rtds(directory: str, keystore: str, junit: str | None, save: str
         click.echo(f"error: --start wants an ISO 8601 date-time, not {start!r}", err=True)
         sys.exit(EXIT_USAGE)
     try:
+        kind = split_target_url(target)[0]
+        if control is not None:
+            from hil.control import parse_hostport
+            parse_hostport(control)
+            if kind == "inproc":
+                raise GbcsEmuError("--control goes with a --target outside the process (tcp://, serial://)")
+    except GbcsEmuError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
         report = run_rtds_conformance(Path(directory), Path(keystore), junit=junit, save=save,
-                                      device_types=types, start=start, verbose=verbose, out=click.echo)
+                                      device_types=types, start=start, verbose=verbose, out=click.echo,
+                                      target=None if kind == "inproc" else target, control=control,
+                                      timeout=timeout, html=html)
     except GbcsEmuError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)

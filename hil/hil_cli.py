@@ -78,11 +78,14 @@ def hil() -> None:
 @click.option("--certs", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the device's certificates (default: a new temporary directory)")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the self-issued DS key")
+@click.option("--control", metavar="HOST:PORT", default=None,
+              help="Also serve the JSON-lines control channel (hil/control.py) for a conformance runner "
+                   "(port 0: any free port, printed)")
 @_hdlc_client
 @_hdlc_server
 @_duration
 def serve_command(port, framing, device, eui, keystore, baudrate, parity, capture, start, speed, state, certs, seed,
-                  hdlc_client, hdlc_server, duration) -> None:
+                  control, hdlc_client, hdlc_server, duration) -> None:
     """An emulated device answering GBCS on a serial line."""
     from hil.conformance.rtds import parse_start
     from hil.serial_link import HdlcParams
@@ -96,11 +99,20 @@ def serve_command(port, framing, device, eui, keystore, baudrate, parity, captur
             _fail(f"--start wants an ISO 8601 date-time, not {start!r}")
     cfg = ServeConfig(port=port, eui=eui, keystore=keystore, device=device.lower(), framing=framing.lower(),
                       baudrate=baudrate, parity=parity.upper(), capture=capture, start=t0, speed=speed, state=state,
-                      certs=certs, seed=seed, hdlc=HdlcParams(client=hdlc_client, server=hdlc_server, role="server"))
+                      certs=certs, seed=seed, hdlc=HdlcParams(client=hdlc_client, server=hdlc_server, role="server"),
+                      control=control)
+    if control is not None:
+        from hil.control import parse_hostport
+        try:
+            parse_hostport(control)
+        except GbcsEmuError as e:
+            _fail(f"--control: {e}")
     try:
         asyncio.run(_until_signalled(lambda stop: serve(cfg, stop=stop, out=click.echo), duration))
     except (GbcsEmuError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:          # the control port taken
+        _fail(f"--control {control}: {e.strerror or e}")
 
 
 @hil.command("bridge")

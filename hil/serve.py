@@ -18,6 +18,9 @@ Theory of operation
   an RTDS keystore lacks, and a hub test tool addresses the CHF; HAN devices behind a hub are the fleet's job.
 * **Time** is a `SimClock` from `--start` (default: now) at `--speed` (1 = real time, 0 = frozen: the
   conformance setting, where every command sees the start time).
+* **Control** (`--control HOST:PORT`, `hil.control`): a JSON-lines TCP side channel for a conformance runner
+  (reset to a fresh device with a profile, clock, faults, prepare, stimulate, certificates); the serial line
+  stays pure GBCS, and frames a control action makes the device emit are written on it too.
 * **Persistence** (`--state DB`): the device lives in a `core.host.DeviceHost` over a `StateStore`; a command's
   new state is committed before its response is written, and a restart with the same DB carries on (counters,
   schedule, object model) instead of provisioning a fresh device.
@@ -74,6 +77,7 @@ class ServeConfig:
     seed: int = 1
     frame_timeout: float = 0.5
     hdlc: HdlcParams = field(default_factory=lambda: HdlcParams(role="server"))
+    control: str | None = None          # HOST:PORT of the control channel (hil.control); None: no control
 
 
 def write_certificates(directory: Path, eui: str, device) -> dict[str, Path]:
@@ -155,7 +159,13 @@ async def serve(cfg: ServeConfig, *, stop: asyncio.Event | None = None, out: Cal
     if device_type is None:
         raise ServeError(f"unknown device {cfg.device!r}; known: {', '.join(DEVICE_CHOICES)}")
     keystore = Keystore(Path(cfg.keystore))
-    clock = SimClock(time.time() if cfg.start is None else cfg.start, cfg.speed)
+    t_start = time.time() if cfg.start is None else cfg.start
+    if cfg.control:
+        from hil.control import ControlClock, parse_hostport
+        control_addr = parse_hostport(cfg.control)
+        clock = ControlClock(t_start, cfg.speed)     # a control reset may set it back for a fresh device
+    else:
+        clock = SimClock(t_start, cfg.speed)
     server = DeviceServer(device_type, cfg.eui, keystore, clock.now(), state=cfg.state, seed=cfg.seed)
     certs = Path(cfg.certs) if cfg.certs else Path(tempfile.mkdtemp(prefix="gbcs-emu-hil-"))
     write_certificates(certs, server.eui, server.device)
@@ -183,6 +193,12 @@ async def serve(cfg: ServeConfig, *, stop: asyncio.Event | None = None, out: Cal
     out(f"eui: {server.eui} ({server.device_type}{', resumed from ' + str(cfg.state) if server.resumed else ''})")
     out(f"certificates: {certs}")
     out(f"serving on {cfg.port} ({cfg.framing}, {cfg.baudrate} 8{cfg.parity.upper()[:1]}1)")
+    control = None
+    if cfg.control:
+        from hil.control import ControlHandler, ControlServer, ServedDevice
+        control = await ControlServer(ControlHandler(ServedDevice(server, clock, keystore, link.send, link.stats)),
+                                      *control_addr).start()
+        out("control on {}:{}".format(*control.address))
     await link.start()
     if ready is not None:
         ready(link, server)
@@ -214,6 +230,8 @@ async def serve(cfg: ServeConfig, *, stop: asyncio.Event | None = None, out: Cal
     finally:
         timer_task.cancel()
         await asyncio.gather(timer_task, return_exceptions=True)
+        if control is not None:
+            await control.close()
         await link.close()
         server.close()
         if capture is not None:

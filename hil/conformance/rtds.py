@@ -32,8 +32,20 @@ failure is a Default Response or a Read Attributes record gets `<cluster>/<comma
 (`firmware_emu.core.zcl` targets) with that ZCL status.
 
 Device type of a recipient: inferred from the use cases addressed to it in DIR (`infer_device_type`),
-overridable per EUI. The device under test sits behind `Target` (`InprocTarget` here; a serial or TCP target
-slots in later): `send`, `tick`, `next_wakeup`, `inject_fault`, `stimulate`, `certificates`.
+overridable per EUI. The device under test sits behind `Target`: `send`, `tick`, `next_wakeup`, `inject_fault`,
+`stimulate`, `prepare`, `certificates`.
+
+Devices under test outside the process (`target="tcp://..."`, `"serial://..."`: `hil.targets`): one
+`RemoteTarget` for the whole run; `begin_case` gives each case its deadline (`timeout` s) and, with a control
+channel (`control="HOST:PORT"`, `hil.control`), a fresh device (with the case's profile) at --start, so the
+flow above is unchanged: preconditions, faults, stimuli and clock moves go through the control channel, frames
+through the line. A case whose expected frames do not all arrive by its deadline fails with `timeout: expected
+N frames, got M`. Without control the device is whatever it is: a case needing a precondition (a fault, a
+`prepare` other than "lived", a stimulus, a device profile) or a fresh device (its command's originator counter
+not above one already sent by that originator: replay protection would refuse it) is SKIPPED (`precondition
+needs --control`); the others run in originator-counter order (the report lists them by name), and
+future-dated alerts are waited for (the device's own clock) until the deadline. Cases addressed to another EUI
+than the device under test's are skipped (`other device`).
 
 Devices have no private keys in the RTDS keystore: each EUI gets a self-issued DS key pair (one seeded PkiIssuer
 per run) and does key agreement from the remote party's side. Signatures of emitted frames are checked with
@@ -64,12 +76,17 @@ from hil.conformance import compare as cmp
 from hil.conformance.codec import read_message_file
 
 __all__ = ["Case", "CaseResult", "Report", "Target", "InprocTarget", "discover_cases", "infer_device_type",
-           "run_rtds_conformance", "device_profile", "write_junit", "DEFAULT_START", "MAX_TICKS"]
+           "run_rtds_conformance", "device_profile", "write_junit", "DEFAULT_START", "MAX_TICKS", "DEFAULT_TIMEOUT",
+           "NEEDS_CONTROL"]
 
 #: RTDS era: every device starts at 2015-01-01T00:00:00Z.
 DEFAULT_START = 1420070400.0
 #: Bound of the tick loop that waits for future-dated alerts.
 MAX_TICKS = 64
+#: Per-case deadline of a device under test outside the process (seconds).
+DEFAULT_TIMEOUT = 5.0
+#: Skip reason of a case a device without a control channel cannot be set up for.
+NEEDS_CONTROL = "precondition needs --control"
 
 _COMMAND_RE = re.compile(r"^(?P<uc>[^_]+)_(?P<srv>[^_]+)(?:_(?P<variant>.*?))?_COMMAND_GBCS\.HEX$", re.I)
 _ALERT_RE = re.compile(r"^(?P<uc>[^_]+)_(?P<srv>[^_]+)_(?P<code>[0-9A-F]{4}|NA)(?:_(?P<variant>.*?))?_ALERT"
@@ -558,7 +575,13 @@ def _run_case(case: Case, target: Target, start: float, keystore: Keystore, resu
             break
         frames += target.tick(max(t, start))
         steps += 1
+    n_expected = (1 if expected_response is not None else 0) + len(expected_alerts)
+    settle = getattr(target, "settle", None)      # a device outside the process: wait for what is still due
+    if settle is not None:
+        frames = settle(frames, n_expected)
     result.frames = frames
+    if getattr(target, "timed_out", False):
+        fail.append(f"timeout: expected {n_expected} frames, got {len(frames)}")
 
     decoded = _emitted(frames, keystore, target.certificates())
     responses, alerts = [], []
@@ -651,12 +674,77 @@ def _device_types(cases: list[Case], overrides: dict[str, str]) -> dict[str, str
     return types
 
 
+class _Probe:
+    """A target that records the preconditions a case would set up ("lived" is best effort: not recorded)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def inject_fault(self, target: str, result: str, *, at_execution: bool = False) -> None:
+        self.calls.append(f"fault {target} {result}")
+
+    def prepare(self, condition: str, **detail) -> None:
+        if condition != "lived":
+            self.calls.append(f"prepare {condition}")
+
+
+def _control_needs(case: Case, keystore: Keystore) -> str | None:
+    """What a case needs that only a control channel can set up (None: nothing)."""
+    if case.alert_only:
+        return "a stimulus"
+    if device_profile(case):
+        return "device profile " + ",".join(sorted(device_profile(case)))
+    command = _decode_file(case.command)
+    response = _decode_file(case.response) if case.response else None
+    alerts = [_decode_file(p) for p in case.alerts]
+    decrypted = None
+    if response is not None and "gbz" in response.get("payload", {}) and "ERROR" in case.variant.upper():
+        decrypted = _expected_decrypted(case.response, response, keystore)
+    probe = _Probe()
+    _preconditions(probe, command, response, alerts, case.variant, decrypted)
+    _gpf_preconditions(probe, case)
+    return probe.calls[0] if probe.calls else None
+
+
+def _counter_order(cases: list[Case], skipped=frozenset()) -> tuple[list[Case], dict[str, str]]:
+    """Command cases in originator-counter order (a device that is not reset takes them so), and the cases
+    whose counter is not above one already sent by the same originator (→ the reason); cases in `skipped`
+    (skipped for another reason) send nothing, so they use no counter."""
+    keyed = []
+    for i, case in enumerate(cases):
+        counter, originator = -1, ""
+        if case.command is not None:
+            try:
+                gh = _decode_file(case.command)["grouping_header"]
+                counter, originator = int(gh.get("originator_counter") or 0), str(gh.get("originator"))
+            except (GbcsEmuError, KeyError, TypeError, ValueError):
+                pass
+        keyed.append((counter, i, originator, case))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    last: dict[str, int] = {}
+    stale: dict[str, str] = {}
+    for counter, _, originator, case in keyed:
+        if case.command is None or case.name in skipped:
+            continue
+        if originator in last and counter <= last[originator]:
+            stale[case.name] = f"a fresh device (counter {counter} not above {last[originator]})"
+        else:
+            last[originator] = counter
+    return [k[3] for k in keyed], stale
+
+
+def _certificates_of(keys) -> dict[str, bytes]:
+    return {"ds": keys.ds_certificate, "ka": keys.ka_certificate}
+
+
 def run_rtds_conformance(directory, keystore_dir, *, junit=None, save=None, device_types: dict | None = None,
                          start=None, verbose: bool = False, out: Callable[[str], None] = print, seed: int = 1,
-                         target_factory: Callable[..., Target | None] | None = None) -> Report:
+                         target_factory: Callable[..., Target | None] | None = None, target: str | None = None,
+                         control: str | None = None, timeout: float = DEFAULT_TIMEOUT, html=None) -> Report:
     """Replay every case below `directory` (module docstring); print a line per failure (and per passing or
-    skipped case when `verbose`), then the summary; write JUnit XML to `junit` and the frames and
-    certificates to `save` when given."""
+    skipped case when `verbose`), then the summary; write JUnit XML to `junit`, an HTML report to `html` and
+    the frames and certificates to `save` when given. `target`: `inproc:` (default) or a device under test
+    outside the process (`hil.targets.open_target`), with its `control` channel when it offers one."""
     directory = Path(directory)
     keystore = keystore_dir if isinstance(keystore_dir, Keystore) else Keystore(Path(keystore_dir))
     t0 = parse_start(start)
@@ -664,6 +752,39 @@ def run_rtds_conformance(directory, keystore_dir, *, junit=None, save=None, devi
     make = target_factory or _inproc_factory(provisioner)
     cases = discover_cases(directory)
     types = _device_types(cases, device_types or {})
+    remote = None
+    if target_factory is None and target is not None:
+        from hil.targets import open_target
+        remote = open_target(target, control=control, timeout=timeout,
+                             certificates_for=lambda eui: _certificates_of(provisioner.keys(eui)))
+    try:
+        report = _run_all(cases, types, remote, make, t0, keystore, out, verbose, save)
+    finally:
+        if remote is not None:
+            remote.close()
+    if junit is not None:
+        write_junit(report, Path(junit))
+    if html is not None:
+        from hil.conformance.report_html import write_html
+        write_html(report, Path(html), target=target or "inproc:", keystore=keystore)
+    for line in report.summary_lines():
+        out(line)
+    return report
+
+
+def _run_all(cases, types, remote, make, t0: float, keystore: Keystore, out, verbose: bool, save) -> Report:
+    stale: dict[str, str] = {}
+    if remote is not None and not remote.controlled:
+        needs: dict[str, str] = {}
+        for case in cases:
+            try:
+                need = _control_needs(case, keystore)
+            except GbcsEmuError:        # an undecodable file: the case fails when it runs
+                continue
+            if need:
+                needs[case.name] = need
+        cases, stale = _counter_order(cases, set(needs))
+        stale.update(needs)
     report = Report()
     certs: dict[str, dict[str, bytes]] = {}
     for case in cases:
@@ -673,8 +794,19 @@ def run_rtds_conformance(directory, keystore_dir, *, junit=None, save=None, devi
             eui, dtype = _case_device(case, types)
             result.eui, result.device_type = eui, dtype
             profile = device_profile(case)
-            target = (make(dtype, eui, t0, profile) if profile else make(dtype, eui, t0)) if dtype else None
-            if dtype is None:
+            skip = None
+            if remote is not None and dtype is not None:
+                skip = _remote_skip(case, eui, dtype, remote, stale, keystore)
+            if skip is not None:
+                target = None
+            elif remote is not None and dtype is not None:
+                remote.begin_case(eui, t0, profile)
+                target = remote
+            else:
+                target = (make(dtype, eui, t0, profile) if profile else make(dtype, eui, t0)) if dtype else None
+            if skip is not None:
+                result.status, result.skip_group, result.reason = "skipped", *skip
+            elif dtype is None:
                 result.status, result.skip_group = "skipped", "unknown type"
                 result.reason = f"device type of {eui} unknown (use --device-type {eui}=TYPE)"
             elif target is None:
@@ -703,11 +835,23 @@ def run_rtds_conformance(directory, keystore_dir, *, junit=None, save=None, devi
             _save_frames(Path(save), result)
     if save is not None:
         _save_certificates(Path(save) / "keystore", certs)
-    if junit is not None:
-        write_junit(report, Path(junit))
-    for line in report.summary_lines():
-        out(line)
+    report.results.sort(key=lambda r: r.case.name)     # run order may follow counters; the report, names
     return report
+
+
+def _remote_skip(case: Case, eui: str, dtype: str, remote, stale: dict[str, str],
+                 keystore: Keystore) -> tuple[str, str] | None:
+    """(skip group, reason) of a case the device under test cannot take, or None."""
+    if remote.eui is not None and eui != remote.eui:
+        return "other device", f"addressed to {eui}; the device under test is {remote.eui}"
+    if remote.device_type is not None and dtype != str(remote.device_type).upper():
+        return "other device", f"a {dtype} case; the device under test is a {remote.device_type}"
+    if remote.controlled:
+        return None
+    need = stale.get(case.name)        # _run_all: what only control sets up, or a counter already used
+    if need is not None:
+        return "needs --control", f"{NEEDS_CONTROL} ({need})"
+    return None
 
 
 def _where(e: BaseException) -> str:
