@@ -21,6 +21,9 @@ commands are refused (it is no longer anchored). A replacement (CS02b/CS02g):
                                                        └─ at the time: apply ─▶ alert 00CB (CS02b) / 0124 (CS02g)
                                                           8F66 when every cell was replaced, else 8F67
 
+A replacement certificate must come from the CA the device trusts (`issued_by_trusted_ca`: the issuer of the
+certificates it anchors now, and its signature when the certification path carries that CA), else the cell
+reports `bad_certificate` and keeps its credentials; so does a certificate that is not X.509 at all.
 Each replaced cell reports its existing and replacing subject (EUI and key identifier); a failed one keeps the
 existing credentials. Injected faults fail cells: target `CS02b` / `CS02g` (every cell) or
 `CS02b/<role>/<ds|ka|pp_ka>` (one cell), result a StatusCode name or anything else for `no_trust_anchor`;
@@ -50,6 +53,7 @@ import logging
 import time
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
 from protocols.asn1.payloads import decode_asn1, encode_asn1
@@ -66,7 +70,7 @@ from firmware_emu.core.modular import ModularDevice, handles, on_timer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnchoredPeers", "install_anchor_certificates", "join_device", "firmware_version",
+__all__ = ["AnchoredPeers", "install_anchor_certificates", "issued_by_trusted_ca", "join_device", "firmware_version",
            "FUTURE_TIMER", "NEVER"]
 
 #: GeneralizedTime meaning "never": a future-dated command carrying it cancels the pending ones (RTDS).
@@ -253,6 +257,55 @@ def install_anchor_certificates(device) -> None:
     keys._secrets.clear()
 
 
+def _aki(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _anchored_certificates(device) -> list[x509.Certificate]:
+    """The organisation certificates in the device's trust-anchor cells now."""
+    out = []
+    for eui in set(device.anchors.values()):
+        for usage in (Usage.DS, Usage.KA, Usage.PP_KA):
+            cert = device.keys.peers.x509_certificate(eui, usage)
+            if cert is not None:
+                out.append(cert)
+    return out
+
+
+def _directly_issued(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def issued_by_trusted_ca(device, cert: x509.Certificate, path: list[str] = ()) -> bool:
+    """Whether a replacement certificate was issued by the CA the device trusts (GBCS 13: a replacement must
+    chain to the device's trust; a certificate from another PKI is a `bad_certificate`).
+
+    The trusted CA is the issuer of the organisation certificates the device anchors now: the replacement must
+    name the same issuer (name and authority key identifier). When the command's certification path carries
+    that CA's certificate, and the anchored certificates verify with it (so it *is* the trusted CA's key), the
+    replacement's signature must verify with it too; without a path the name and key identifier decide."""
+    anchored = _anchored_certificates(device)
+    issuers = {(c.issuer.public_bytes(), _aki(c)) for c in anchored}
+    if (cert.issuer.public_bytes(), _aki(cert)) not in issuers:
+        return False
+    for der in path:
+        try:
+            ca = x509.load_der_x509_certificate(bytes.fromhex(der))
+        except ValueError:
+            continue
+        if ca.subject != cert.issuer or not any(_directly_issued(a, ca) for a in anchored):
+            continue
+        return _directly_issued(cert, ca)
+    return True
+
+
 def _current_cert(device, role_name: str, usage: Usage | None) -> tuple[str, x509.Certificate | None]:
     """(subject EUI hex, certificate) of the cell now, as the device trusts it."""
     if usage is None:
@@ -346,20 +399,25 @@ def _replace(device, value: dict, family: str, *, executing: bool, alias: str = 
     """Apply the replacements of one CS02b/CS02g command; the execution outcome."""
     control = value["authorising_remote_party_control"]
     outcomes, installed = [], {}
+    path = [c["der"] for c in value.get("certification_path_certificates") or ()]
     for r in value["replacements"]:
         cell = r["target_trust_anchor_cell"]
         role_name = cell["remote_party_role"]
         usage = _usage_of(cell["key_usage"], cell.get("cell_usage"))
         old_eui, old_cert = _current_cert(device, role_name, usage)
         der = bytes.fromhex(r["replacement_certificate"]["der"])
-        new = x509.load_der_x509_certificate(der)
-        new_eui = eui_from_certificate(new)
+        try:
+            new = x509.load_der_x509_certificate(der)
+            new_eui = eui_from_certificate(new)
+        except ValueError:                  # DER the schema accepted but X.509 does not: a bad certificate
+            new, new_eui = None, None
         fault = _fault(device, f"{family}/{role_name}/{_cell_key(usage)}", executing, family, alias)
         status = "success"
         if fault:
             status = fault if fault in _STATUS_NAMES else "no_trust_anchor"
-        elif role_name not in CELLS or (usage is None and role_name != "root") or \
-                (usage is not None and new_eui is None):
+        elif new is None or role_name not in CELLS or (usage is None and role_name != "root") or \
+                (usage is not None and new_eui is None) or \
+                (usage is not None and not issued_by_trusted_ca(device, new, path)):
             status = "bad_certificate"
         outcome = {"affected_trust_anchor_cell": cell, "status_code": status,
                    "existing_subject_unique_id": old_eui, "existing_subject_key_id": _ski(old_cert)}

@@ -334,12 +334,22 @@ class ZclServer:
                 return [self._complete(ctx, comp, r) for r in planned], False
         if "payload" not in zh:
             raise ZclFailure(Status.FAILURE, "encrypted command components are not served")
+        if fc["frame_type"] not in ("global", "cluster") or fc.get("manufacturer_specific") or \
+                (isinstance(zh["payload"], dict) and "raw" in zh["payload"]):
+            # a reserved frame type, a manufacturer-specific command or a payload the codec could not type:
+            # never hand it to a handler written for the standard command (fuzzing found KeyErrors there)
+            status = 0x83 if fc.get("manufacturer_specific") else 0x81
+            ctx.device.event("unsupported_zcl_command", cluster=cluster, command_id=cid)
+            return [self._default_response(comp, cid, status)], True
         try:
             if fc["frame_type"] == "global" and cid == READ_ATTRIBUTES:
                 records = [self.read_attribute(ctx, cluster, a["attribute_id"]) for a in zh["payload"]["attributes"]]
                 broke = any(r["status"] not in _NON_BREAKING for r in records)
                 out = {"command_id": READ_ATTRIBUTES_RESPONSE, "payload": {"records": records}}
                 return [self._complete(ctx, comp, out)], broke
+            if fc["frame_type"] == "global":        # handlers serve cluster commands; only Read Attributes is global
+                ctx.device.event("unsupported_zcl_command", cluster=cluster, command_id=cid)
+                return [self._default_response(comp, cid, 0x82)], True
             handler = self.handlers.get((cluster, fc["direction"], cid))
             if handler is None:
                 handler = self._stored_command if self.catalogue.default_response_only(ctx.use_case, cluster, cid) \

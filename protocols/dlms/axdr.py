@@ -208,10 +208,15 @@ def _parse_untagged(buf, pos: int, td, depth: int):
     arr = td["array"]
     out = []
     for i in range(arr["count"]):
+        start = pos
         try:
             v, pos = _parse_untagged(buf, pos, arr["type"], depth + 1)
         except FieldError as e:
             raise _with_index(e, i) from None
+        if pos == start:
+            # an element type of zero size (null-data, empty arrays): nested counts would multiply into
+            # billions of elements read from no bytes at all (fuzzing found the hang)
+            raise _err("compact-array element of zero size", pos)
         out.append(v)
     return out, pos
 

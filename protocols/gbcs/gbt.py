@@ -27,6 +27,7 @@ reassembled message must decode and carry the blocks' routing fields, else GbtEr
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 from protocols.errors import DecodeError, EncodeError
@@ -39,6 +40,8 @@ __all__ = ["GbtError", "segment", "is_gbt_block", "Reassembler", "DEFAULT_SECURI
 #: as every MAC'd message (authenticated, suite 1, invocation counter 0): the whole message keeps its own MAC.
 DEFAULT_SECURITY_HEADER = {"security_control": env.SC_AUTHENTICATED, "invocation_counter": 0}
 MAX_BLOCK_NUMBER = 0xFFFF
+#: How many of the latest dropped partial messages `Reassembler.dropped` remembers.
+DROPPED_KEEP = 256
 #: Offsets inside the GBT APDU (from its E0 tag) of the fields errors point at.
 _OFF_CONTROL, _OFF_NUMBER, _OFF_ACK, _OFF_DATA = 1, 2, 4, 6
 
@@ -135,8 +138,10 @@ class Reassembler:
         self.max_bytes = max_bytes
         self.state = state if state is not None else {"partial": {}, "done": {}}
         self.state.setdefault("done", {})
-        #: Keys of partial messages dropped (timed out or evicted), with why: for logs and metrics.
-        self.dropped: list[tuple[str, str]] = []
+        #: The latest keys of partial messages dropped (timed out or evicted), with why: for logs and metrics.
+        #: Bounded (a flood of never-completed messages must not grow it); `dropped_total` counts them all.
+        self.dropped: collections.deque[tuple[str, str]] = collections.deque(maxlen=DROPPED_KEEP)
+        self.dropped_total = 0
 
     @property
     def pending(self) -> int:
@@ -151,6 +156,7 @@ class Reassembler:
         for k in gone:
             del self.state["partial"][k]
             self.dropped.append((k, "timeout"))
+            self.dropped_total += 1
         done = self.state["done"]
         for k in [k for k, t in done.items() if now - t > self.timeout]:
             del done[k]
@@ -211,6 +217,7 @@ class Reassembler:
                 return
             del partial[oldest]
             self.dropped.append((oldest, "evicted"))
+            self.dropped_total += 1
 
     @staticmethod
     def _check(message: bytes, b: _Block) -> None:

@@ -535,9 +535,14 @@ class Reassembler:
 
     DONE_PER_SOURCE = 16
 
-    def __init__(self, *, timeout: float = 30.0, done_ttl: float = 30.0):
+    def __init__(self, *, timeout: float = 30.0, done_ttl: float = 30.0, max_partial: int = 64,
+                 max_sources: int = 1024):
         self.timeout = timeout
         self.done_ttl = done_ttl
+        #: Bounds under a flood of never-completed transmissions or of spoofed sources: the oldest partial
+        #: transmission is evicted (counted in `evicted`); completions are kept for at most `max_sources` sources.
+        self.max_partial, self.max_sources = max_partial, max_sources
+        self.evicted = 0
         self.partial: dict[str, dict] = {}     # "src/counter" -> {"n": total|None, "blocks": {i: hex}, "t": first}
         self.done: dict[str, list] = {}        # src -> [[counter, completion time], ...] newest last
 
@@ -545,6 +550,8 @@ class Reassembler:
         recent = self.done.setdefault(src, [])
         recent.append([counter, now])
         del recent[:-self.DONE_PER_SOURCE]
+        while len(self.done) > self.max_sources:          # forget the source heard from longest ago
+            del self.done[min(self.done, key=lambda s: self.done[s][-1][1])]
 
     def feed(self, src, aps: dict, now: float) -> ReassemblyEvent:
         """A decoded APS data frame from `src` at `now`."""
@@ -558,7 +565,12 @@ class Reassembler:
             self._finish(src, counter, now)
             return ReassemblyEvent(payload=payload)
         key = f"{src}/{counter}"
-        entry = self.partial.setdefault(key, {"n": None, "blocks": {}, "t": now})
+        entry = self.partial.get(key)
+        if entry is None:
+            while len(self.partial) >= self.max_partial:
+                del self.partial[min(self.partial, key=lambda k: self.partial[k]["t"])]
+                self.evicted += 1
+            entry = self.partial[key] = {"n": None, "blocks": {}, "t": now}
         if total is not None:
             entry["n"] = total
         if str(block) in entry["blocks"]:
