@@ -102,7 +102,6 @@ OPEN = [
         "0fd9200003f9000103001e00002b0202ff010102020102020512000709060000620100ee010000090800db00000000000109000202160202020901020900"),
         "ECS get_protected_attributes with a structure where a descriptor's class id belongs: TypeError out of "
         "receive (firmware_emu/esme/metering.py does not type-check the descriptor fields)",
-        marks=pytest.mark.xfail(raises=TypeError, strict=True, reason="esme/metering.py, reported"),
         id="esme_protected_attributes_descriptor"),
 ]
 

@@ -193,3 +193,20 @@ def test_state_copy_is_cheap_after_a_flood():
     for i in range(200):
         dev.receive(b"\xdd" + bytes(i), h.now)
     copy.deepcopy(dev.state)
+
+
+def test_future_dated_work_is_bounded(own_pki):
+    """A flood of future-dated work fails cleanly once the device's capacity is used up; the schedule stops
+    growing and what was accepted stays."""
+    from firmware_emu.core.cosem import ScheduleFull
+    from firmware_emu.core.device import MAX_SCHEDULED
+    from firmware_emu.core.provisioning import default_anchors, device_keys
+    from firmware_emu.esme.device import Esme
+    summary, keystore = own_pki
+    dev = Esme(device_keys(keystore, summary.devices[0]), anchors=default_anchors(keystore), now=1420070400.0)
+    for i in range(MAX_SCHEDULED):
+        dev.schedule(1420070400.0 + 86400 + i, "future_dated", {"i": i})
+    with pytest.raises(ScheduleFull) as e:
+        dev.schedule(1420070400.0 + 86400, "future_dated", {"i": -1})
+    assert e.value.result == "temporary-failure"
+    assert len(dev.state["schedule"]) == MAX_SCHEDULED

@@ -50,6 +50,10 @@ class AccessFailure(Exception):
         self.result = result
 
 
+class ScheduleFull(AccessFailure):
+    """A device's capacity for pending future-dated work is used up: the instruction fails (temporary-failure)."""
+
+
 def dlms_target(kind: str, class_id: int, obis: str, index: int) -> str:
     """The fault-injection / logging name of one attribute or method: `3/1-0:1.8.0.255/a2`, `9/…/m1`."""
     return f"{class_id}/{obis}/{'m' if kind == 'action' else 'a'}{index}"

@@ -44,6 +44,9 @@ RESPONSE_DATE_TIME_USE_CASES = frozenset({
     "ECS23b", "GCS13a", "GCS13b", "GCS13c", "GCS14", "GCS60a",
 })
 
+#: How much future-dated work a device holds at once (GBCS devices have a fixed capacity for it).
+MAX_SCHEDULED = 256
+
 #: How many raised alerts the persisted `state["alert_log"]` keeps (the event logs read it).
 ALERT_LOG_DEPTH = 100
 
@@ -244,8 +247,14 @@ class Device:
     # -- time ------------------------------------------------------------------------------------------------------
 
     def schedule(self, at: float, kind: str, data: dict) -> None:
-        """Remember work to do at simulated time `at` (persisted, ordered by time)."""
+        """Remember work to do at simulated time `at` (persisted, ordered by time). A device holds at most
+        `MAX_SCHEDULED` pieces of pending work: beyond that the command that asks for more fails
+        (`ScheduleFull`, temporary-failure) instead of growing the state without bound."""
         sched = self.state["schedule"]
+        if len(sched) >= MAX_SCHEDULED:
+            from firmware_emu.core.cosem import ScheduleFull
+            self.event("schedule_full", kind=kind)
+            raise ScheduleFull("temporary-failure", f"{MAX_SCHEDULED} pieces of future-dated work already pending")
         item = {"at": at, "kind": kind, "data": data}
         keys = [s["at"] for s in sched]
         sched.insert(bisect.bisect_right(keys, at), item)

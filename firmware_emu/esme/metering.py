@@ -597,6 +597,9 @@ class DataProtection(CosemObject):
         for d in descriptors:
             try:
                 cls, ln, attr, _index, access = (x for x in d["value"])
+                if (cls.get("type"), ln.get("type"), attr.get("type")) != ("long-unsigned", "octet-string",
+                                                                            "integer"):
+                    raise TypeError("descriptor fields are {long-unsigned, octet-string, integer, ...}")
                 descriptor = {"class_id": cls["value"], "instance_id": _obis_name(ln["value"]),
                               "attribute_id": attr["value"]}
                 selector = access["value"][0]["value"] if access.get("type") == "structure" else 0
