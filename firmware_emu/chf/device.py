@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A `Chf` is a `ModularDevice` (core/modular.py), built like the ESME:
+A `Chf` is a `DlmsDevice` (core/dlms_device.py, a `ModularDevice`), built like the ESME:
 
 * DLMS Access-Requests (CCS01–CCS07, ECS26i/n, ECS35c/d, DBCH01–05) go to the CHF's `CosemServer`, whose
   objects come from `FAMILY_MODULES` (`firmware_emu.chf.network`: ZigBee network control and the CHF Device
@@ -29,11 +29,7 @@ from protocols.errors import DecodeError
 from protocols.gbcs.message import split_payload
 from protocols.security.keystore import Role
 
-from firmware_emu.core.catalogue import Catalogue
-from firmware_emu.core.cosem import AccessContext, AccessFailure, CosemServer, StoredObject, attr_key
-from firmware_emu.core.device import Reply
-from firmware_emu.core.modular import ModularDevice, optional_import
-from firmware_emu.core.security import InboundCommand
+from firmware_emu.core.dlms_device import FIRMWARE_VERSION, DlmsDevice
 
 log = logging.getLogger(__name__)
 
@@ -41,61 +37,23 @@ __all__ = ["Chf", "FAMILY_MODULES", "FIRMWARE_VERSION"]
 
 #: Modules that add COSEM objects to the CHF (each defines `register(server, catalogue)`).
 FAMILY_MODULES: tuple[str, ...] = ("firmware_emu.chf.network",)
-#: Data object holding the running firmware version.
-FIRMWARE_VERSION = (1, "0-0:0.2.1.255", 2)
 
 
-class Chf(ModularDevice):
+class Chf(DlmsDevice):
     DEVICE_TYPE: ClassVar[str] = "CHF"
     ALERT_COUNTER_START: ClassVar[int] = 4000
-    MODULES: ClassVar[tuple[str, ...]] = FAMILY_MODULES
-    _server: ClassVar[CosemServer | None] = None
-
-    @classmethod
-    def server(cls) -> CosemServer:
-        """The COSEM object model, built once per process from the family modules."""
-        if cls.__dict__.get("_server") is None:
-            catalogue = Catalogue.for_device(cls.DEVICE_TYPE)
-            server = CosemServer(StoredObject(catalogue))
-            cls._server = server
-            for name in FAMILY_MODULES:
-                module = optional_import(name)
-                if module is not None:
-                    module.register(server, catalogue)
-            cls.load()
-        return cls._server
-
-    def __init__(self, keys, state=None, **kw):
-        super().__init__(keys, state, **kw)
-        self.server()
+    COSEM_MODULES: ClassVar[tuple[str, ...]] = FAMILY_MODULES
 
     def initial_state(self, anchors, now, profile):
         state = super().initial_state(anchors, now, profile)
         from firmware_emu.chf import network
-        state["cosem"] = {}
         state["chf"] = network.initial_chf_state(state["eui"])
         return state
-
-    def firmware_activated(self, version: str) -> None:
-        self.state["cosem"][attr_key(*FIRMWARE_VERSION)] = {"type": "octet-string", "value": version}
 
     def alert_recipient(self, alert_code, message_code):
         """Hub alerts go to the ACB (brief §6)."""
         anchors = self.anchors
         return anchors.get(Role.ACCESS_CONTROL_BROKER) or super().alert_recipient(alert_code, message_code)
-
-    def handle_family(self, cmd: InboundCommand, family: str, now: float) -> Reply | None:
-        return self.handle_dlms(cmd, now) if family == "dlms" else None
-
-    def handle_dlms(self, cmd: InboundCommand, now: float) -> Reply:
-        from protocols.dlms.apdu import decode_apdu, encode_apdu
-        apdu = decode_apdu(cmd.content, base=cmd.content_offset, cra_flag="command", message_code=cmd.code)
-        request = apdu.get("access_request")
-        if request is None:
-            raise AccessFailure("object-undefined", "not an Access-Request")
-        ctx = AccessContext(self, now, cmd)
-        response = self.server().access(ctx, request)
-        return Reply(encode_apdu(response, cra_flag="response"), alerts=ctx.scratch.get("alerts", []))
 
     def stimulate(self, message_code, alert_code, now, **detail):
         from firmware_emu.chf import network

@@ -94,7 +94,8 @@ class ModularDevice(Device):
         for base in reversed(cls.__mro__):
             if issubclass(base, ModularDevice) and base is not cls and not base.__dict__.get("_loaded", True):
                 base.load()
-        for name in COMMON_MODULES + cls.MODULES:
+        names = COMMON_MODULES + tuple(getattr(cls, "COSEM_MODULES", ())) + cls.MODULES
+        for name in dict.fromkeys(names):
             module = optional_import(name)
             setup = getattr(module, "setup", None)
             if setup is not None:

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-An `Esme` is a `ModularDevice` (core/modular.py): named use-case handlers first (the credential use cases of
+An `Esme` is a `DlmsDevice` (core/dlms_device.py, a `ModularDevice`): named use-case handlers first (the credential use cases of
 `core.credentials`, shared by every device type), then the payload family:
 
 * DLMS Access-Requests go to the ESME's `CosemServer`, whose objects come from the family modules listed in
@@ -21,12 +21,8 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from firmware_emu.core.catalogue import Catalogue
-from firmware_emu.core.cosem import (AccessContext, AccessFailure, CosemServer, StoredObject, attr_key,
-                                     dlms_alert_content)
-from firmware_emu.core.device import Reply
-from firmware_emu.core.modular import ModularDevice, optional_import
-from firmware_emu.core.security import InboundCommand
+from firmware_emu.core.cosem import dlms_alert_content
+from firmware_emu.core.dlms_device import FIRMWARE_VERSION, DlmsDevice
 
 log = logging.getLogger(__name__)
 
@@ -39,61 +35,25 @@ FAMILY_MODULES: tuple[str, ...] = (
     "firmware_emu.esme.prepayment",
     "firmware_emu.esme.supply",
 )
-#: Data object holding the running firmware version (ECS52 reads it).
-FIRMWARE_VERSION = (1, "0-0:0.2.1.255", 2)
 
 
-class Esme(ModularDevice):
+class Esme(DlmsDevice):
     DEVICE_TYPE: ClassVar[str] = "ESME"
     ALERT_COUNTER_START: ClassVar[int] = 2000
-    MODULES: ClassVar[tuple[str, ...]] = FAMILY_MODULES + ("firmware_emu.esme.future", "firmware_emu.esme.events")
-    _server: ClassVar[CosemServer | None] = None
-
-    @classmethod
-    def server(cls) -> CosemServer:
-        """The COSEM object model, built once per process from the family modules."""
-        if cls.__dict__.get("_server") is None:
-            catalogue = Catalogue.for_device(cls.DEVICE_TYPE)
-            server = CosemServer(StoredObject(catalogue))
-            cls._server = server
-            for name in FAMILY_MODULES:
-                module = optional_import(name)
-                if module is not None:
-                    module.register(server, catalogue)
-            cls.load()
-        return cls._server
-
-    def __init__(self, keys, state=None, **kw):
-        super().__init__(keys, state, **kw)
-        self.server()
-
-    def firmware_activated(self, version: str) -> None:
-        self.state["cosem"][attr_key(*FIRMWARE_VERSION)] = {"type": "octet-string", "value": version}
+    COSEM_MODULES: ClassVar[tuple[str, ...]] = FAMILY_MODULES
+    MODULES: ClassVar[tuple[str, ...]] = ("firmware_emu.esme.future", "firmware_emu.esme.events")
 
     def initial_state(self, anchors, now, profile):
         state = super().initial_state(anchors, now, profile)
-        state["cosem"] = {}
         state["esme"] = {"commissioned": False}
         return state
 
-    def handle_family(self, cmd: InboundCommand, family: str, now: float) -> Reply | None:
-        return self.handle_dlms(cmd, now) if family == "dlms" else None
-
-    def handle_dlms(self, cmd: InboundCommand, now: float) -> Reply:
-        from protocols.dlms.apdu import decode_apdu, encode_apdu
-        apdu = decode_apdu(cmd.content, base=cmd.content_offset, cra_flag="command", message_code=cmd.code)
-        request = apdu.get("access_request")
-        if request is None:
-            raise AccessFailure("object-undefined", "not an Access-Request")
-        ctx = AccessContext(self, now, cmd)
-        if cmd.entry.future_dated_capable:
+    def plan(self, ctx, request):
+        """Future-dated-capable use cases may schedule their instructions (`esme.future`)."""
+        if ctx.cmd is not None and ctx.cmd.entry.future_dated_capable:
             from firmware_emu.esme import future
-            reply = future.plan(self, ctx, request)
-            if reply is not None:
-                return reply
-        response = self.server().access(ctx, request)
-        return Reply(encode_apdu(response, cra_flag="response"), alerts=ctx.scratch.get("alerts", []),
-                     other_information=ctx.scratch.get("other_information"))
+            return future.plan(self, ctx, request)
+        return None
 
     def stimulate(self, message_code, alert_code, now, **detail):
         from firmware_emu.esme import events
