@@ -16,8 +16,6 @@ import pytest
 
 from protocols.gbcs.message import decode
 from protocols.gbcs.registry import REGISTRY
-from protocols.security.keystore import Keystore
-from protocols.security.pki import init_pki
 from hil.remote_party import RemoteParty
 from hil.spec_commands import NULL, AccessRequest, access_request, command, device_command_cases, spec_path
 from hil.verify import make_verifier
@@ -46,10 +44,8 @@ NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("esme-spec-pki")
-    summary = init_pki(d, devices=1, seed=41)
-    ks = Keystore(d)
+def pki(own_pki):
+    summary, ks = own_pki
     return summary, ks, make_verifier(ks)
 
 

@@ -40,10 +40,6 @@ def pki(own_pki):
     return own_pki
 
 
-@pytest.fixture
-def esme(pki):
-    summary, ks = pki
-    return _Esme(device_keys(ks, summary.devices[0]), anchors=default_anchors(ks), now=T0)
 
 
 @pytest.fixture

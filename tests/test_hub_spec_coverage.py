@@ -14,8 +14,7 @@ from __future__ import annotations
 import pytest
 
 from protocols.gbcs.message import decode
-from protocols.security.keystore import Keystore, Role
-from protocols.security.pki import init_pki
+from protocols.security.keystore import Role
 from hil.remote_party import RemoteParty
 from hil.spec_commands import access_request, command, device_command_cases, gbz_command_cases, gbz_request
 from hil.verify import make_verifier
@@ -43,10 +42,8 @@ NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hub-spec-pki")
-    summary = init_pki(d, devices=1, seed=44)
-    ks = Keystore(d)
+def pki(own_pki):
+    summary, ks = own_pki
     return summary, ks, make_verifier(ks)
 
 
