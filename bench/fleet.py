@@ -10,6 +10,8 @@ What runs where (docs/scale-out.md, "Benchmark"):
   (CHF) and an ESME, so N devices are N/2 premises. `host.han = "direct"` (the ESME skips the simulated HAN:
   same bytes, no HAN latency), `durability = "normal"` (group commit without an fsync per batch), LRU of
   `--cache` premises (default min(N/2, 10,000)). Provisioning is lazy: "provisioned" means the meta rows exist.
+  First touch stamps a premises from its kind's template (`commissioning.method = "installer"`,
+  fleet/template.py) unless `--commissioning protocol` (CCS01/HAN join through the use cases per premises).
 * **Load generators**: C other processes (`--clients`), each with one TCP connection per shard and a partition
   of the premises (idx % C), so every device sees its commands in counter order. Each pre-builds ECS17a reads
   (`RemoteParty` as the network operator, keys derived from the fleet configuration, `FleetKeys`) before it
@@ -21,7 +23,9 @@ What runs where (docs/scale-out.md, "Benchmark"):
   spot, or evicted from the LRU and loaded from SQLite.
 
 Output (`--json`): `{"devices": N, "rss_bytes": ..., "round_trips_per_s": ..., "p99_ms": ..., ...}`: rss_bytes is
-the sum over the fleet processes of their peak RSS (VmHWM of /proc/<pid>/status).
+the sum over the fleet processes of their peak RSS (VmHWM of /proc/<pid>/status). `fleet_cpu_us_per_round_trip`
+is the fleet processes' CPU (/proc/<pid>/stat) per round trip of each phase, `round_trips_per_core_s` the
+round trips per second of fleet CPU (the per-core figure, independent of what else runs on the machine).
 """
 from __future__ import annotations
 
@@ -55,13 +59,23 @@ def vm_hwm(pid: int | str = "self") -> int:
     return 0
 
 
-def fleet_config(devices: int, state_dir: str, cache: int | None = None) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/<pid>/stat), 0.0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def fleet_config(devices: int, state_dir: str, cache: int | None = None, commissioning: str = "installer") -> dict:
     premises = max(1, math.ceil(devices / 2))
     return {"fleet": {"name": "bench", "seed": 99, "premises": premises, "state_dir": state_dir},
             "time": {"start": START, "speed": 1.0},
             "mix": [{"name": "electricity_only", "share": 1.0, "devices": ["ESME"]}],
             "han": {"loss": 0.0, "latency": 0.005},
-            "commissioning": {"mode": "lazy"},
+            "commissioning": {"mode": "lazy", "method": commissioning},
             "wan": {"tcp": [{"listen": "127.0.0.1:0", "framing": "gfi"}]},
             "host": {"cache": cache or min(premises, 10_000), "durability": "normal", "han": "direct",
                      "batch": 256, "timers": "needed"}}
@@ -84,6 +98,7 @@ def _fleet_main(cfg_dict: dict, shard: str, conn, profile: str | None) -> None:
         await loop.run_in_executor(None, conn.recv)          # "stop"
         c = host.counters
         counters = {"frames_in": c.frames_in, "responses": c.responses, "materialised": c.materialised,
+                    "stamped": c.stamped,
                     "loads": c.loads, "evictions": c.evictions, "commits": c.commits, "errors": dict(c.errors)}
         await runner.stop()
         conn.send(("stopped", vm_hwm(), counters))
@@ -204,6 +219,8 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
         conn.send(("warm", None))
         conn.recv()
         out["hot"] = await phase(hot, plan["seconds"], plan["in_flight"])
+        conn.send(("hot", None))
+        conn.recv()
         out["random"] = await phase(cold, plan["seconds"], plan["in_flight"])
         conn.send(("done", out))
 
@@ -226,7 +243,7 @@ def run(args) -> dict:
     if state is None:
         tmp = tempfile.mkdtemp(prefix="gbcs-emu-bench-")
         state = os.path.join(tmp, "state")
-    cfg = fleet_config(args.devices, state, args.cache)
+    cfg = fleet_config(args.devices, state, args.cache, args.commissioning)
     premises = cfg["fleet"]["premises"]
     cache = cfg["host"]["cache"]
     hot_n = args.hot or max(1, min(premises, 2000, max(1, cache // 2)))
@@ -249,8 +266,8 @@ def run(args) -> dict:
         rng = random.Random(7)
         hot = rng.sample(range(premises), hot_n) if hot_n < premises else list(range(premises))
         plan = {"hot": hot, "seconds": args.seconds, "in_flight": args.in_flight,
-                "hot_commands": max(200, int(args.seconds * 3000 / args.clients)),
-                "random_commands": max(100, int(args.seconds * 1000 / args.clients))}
+                "hot_commands": max(200, int(args.seconds * 4000 / args.clients)),
+                "random_commands": max(100, int(args.seconds * 3000 / args.clients))}
         for i in range(args.clients):
             a, b = ctx.Pipe()
             p = ctx.Process(target=_load_main, args=(cfg, i, args.clients, ports, plan, b), daemon=True)
@@ -259,11 +276,24 @@ def run(args) -> dict:
         built = [a.recv() for _, a in gens]
         for _, a in gens:
             a.send("go")
+        cpu = {}
+        fleet_cpu = lambda: sum(cpu_seconds(p.pid) for p, _ in fleets)      # noqa: E731
+        gen_cpu = lambda: sum(cpu_seconds(p.pid) for p, _ in gens)          # noqa: E731
+        c0, g0 = fleet_cpu(), gen_cpu()
         for _, a in gens:
             a.recv()                                          # warm-up done
+        c1, g1 = fleet_cpu(), gen_cpu()
+        for _, a in gens:
+            a.send("go")
+        for _, a in gens:
+            a.recv()                                          # hot phase done
+        c2, g2 = fleet_cpu(), gen_cpu()
         for _, a in gens:
             a.send("go")
         results = [a.recv()[1] for _, a in gens]
+        c3, g3 = fleet_cpu(), gen_cpu()
+        cpu = {"warm": c1 - c0, "hot": c2 - c1, "random": c3 - c2}
+        gcpu = {"warm": g1 - g0, "hot": g2 - g1, "random": g3 - g2}
         for _, a in fleets:
             a.send("stop")
         stopped = [a.recv() for _, a in fleets]
@@ -284,6 +314,14 @@ def run(args) -> dict:
             sum(r[name]["lost"] for r in results), n
 
     rnd, hot_r, warm = agg("random"), agg("hot"), agg("warm")
+
+    def per_core(phase, n):
+        """Round trips per second of fleet CPU (what one fully busy fleet core would do)."""
+        return round(n / cpu[phase], 1) if cpu.get(phase) else None
+
+    def us(phase, n, table=None):
+        table = cpu if table is None else table
+        return round(table[phase] / n * 1e6, 1) if n and table.get(phase) else None
     rss = sum(s[1] for s in stopped)
     out = {"devices": args.devices, "rss_bytes": rss, "round_trips_per_s": round(rnd[0], 1),
            "p99_ms": None if rnd[1] is None else round(rnd[1] * 1000, 2),
@@ -292,8 +330,12 @@ def run(args) -> dict:
            "hot_p99_ms": None if hot_r[1] is None else round(hot_r[1] * 1000, 2),
            "hot_p50_ms": None if hot_r[2] is None else round(hot_r[2] * 1000, 2),
            "first_touch_per_s": round(warm[0], 1),
+           "round_trips_per_core_s": per_core("random", rnd[5]), "hot_round_trips_per_core_s": per_core("hot", hot_r[5]),
+           "fleet_cpu_us_per_round_trip": {"warm": us("warm", warm[5]), "hot": us("hot", hot_r[5]),
+                                           "random": us("random", rnd[5])},
+           "generator_cpu_us_per_round_trip": {"hot": us("hot", hot_r[5], gcpu), "random": us("random", rnd[5], gcpu)},
            "premises": premises, "shards": args.shards, "clients": args.clients, "in_flight": args.in_flight,
-           "cache": cache, "hot_set": hot_n, "seconds": args.seconds,
+           "cache": cache, "hot_set": hot_n, "seconds": args.seconds, "commissioning": args.commissioning,
            "round_trips": {"warm": warm[5], "hot": hot_r[5], "random": rnd[5]},
            "mac_failures": rnd[3] + hot_r[3] + warm[3], "unanswered": rnd[4] + hot_r[4] + warm[4],
            "provision_s": round(provision_s, 2), "ready_rss_bytes": sum(r[3] for r in ready),
@@ -311,6 +353,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shards", type=int, default=1, help="fleet processes (shard k/K each)")
     ap.add_argument("--cache", type=int, default=None, help="premises kept in memory per shard")
     ap.add_argument("--hot", type=int, default=None, help="premises in the hot set")
+    ap.add_argument("--commissioning", choices=("installer", "protocol"), default="installer",
+                    help="how a premises is first commissioned: stamped from its kind's template (installer) or "
+                         "through the use cases (protocol)")
     ap.add_argument("--state", default=None, help="state directory (default: a temporary one, removed)")
     ap.add_argument("--profile", default=None, help="cProfile the fleet into FILE.<shard>")
     ap.add_argument("--json", action="store_true", help="print one JSON object")

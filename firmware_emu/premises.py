@@ -192,7 +192,8 @@ class Premises:
             if cls is None:
                 log.info("premises: %s %s is not emulated; frames for it are undeliverable", dtype, eui)
                 continue
-            keys = device_keys(keystore, eui, issuer=issuer)
+            lazy = getattr(keystore, "device_keys", None) if issuer is None else None
+            keys = (lazy(eui) if lazy is not None else None) or device_keys(keystore, eui, issuer=issuer)
             saved = st["devices"].get(eui)
             dev = cls(keys, saved, anchors=self._anchor_roles, now=st["now"],
                       profile=(profiles or {}).get(eui) or (profiles or {}).get(dtype))
@@ -333,11 +334,14 @@ class Premises:
                     self.st["head_end"]["last"][e] = last
 
     @classmethod
-    def restore(cls, state: dict, keystore: Keystore, *, trace: bool = False, issuer=None) -> "Premises":
-        """A premises from `state()` (keys come from the keystore again; nothing secret is in the state)."""
+    def restore(cls, state: dict, keystore: Keystore, *, trace: bool = False, issuer=None,
+                copy: bool = True) -> "Premises":
+        """A premises from `state()` (keys come from the keystore again; nothing secret is in the state).
+        `copy=False` adopts `state` itself (a dict nobody else holds, e.g. just decoded from storage)."""
         if state.get("version") != STATE_VERSION:
             raise PremisesError(f"premises state version {state.get('version')!r}, expected {STATE_VERSION}")
-        return cls(None, keystore, trace=trace, issuer=issuer, _state=json.loads(json.dumps(state)))
+        return cls(None, keystore, trace=trace, issuer=issuer,
+                   _state=json.loads(json.dumps(state)) if copy else state)
 
     # ---------------------------------------------------------------------------------------- who is who
 

@@ -17,7 +17,8 @@ shard), its devices (`devices_of(i)`), their profiles (`profiles_for(kind)`), th
     [[mix]]       name, share, devices = ["ESME", "GSME", "PPMID"...], gpf (default: with a GSME), profile
     [profiles.<set>.<DEVICE TYPE>]   device profile keys (mean_kw, twin, prepayment = {...}, wake_interval...)
     [han]         loss, latency
-    [commissioning] mode = "lazy" | "background", rate (premises per second in the background)
+    [commissioning] mode = "lazy" | "background", rate (premises per second in the background),
+                  method = "protocol" | "installer" (fleet/template.py), template_max_age (simulated s)
     [[wan.tcp]]   listen = "host:port", framing = "gfi" | "lencrc"
     [[wan.mqtt]]  broker = "host:port", prefix
     [metrics]     port, listen
@@ -143,6 +144,8 @@ class HostTuning:
     pending: int = 100_000            # commands awaiting a late answer remembered (origin, latency)
     key_cache: int = 0                # device key entries kept (0: 4 per cached premises)
     han: str = "simulated"            # simulated: every HAN frame; direct: always-on devices skip the HAN
+    gc: str = "tuned"                 # tuned: the runner freezes start-up objects and collects young ones less
+                                      # often (a big LRU makes Python's cyclic GC a large share of the CPU)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ class FleetConfig:
     han_latency: float = 0.005
     commissioning: str = "lazy"
     commissioning_rate: float = 100.0
+    commissioning_method: str = "protocol"      # protocol | installer (fleet/template.py)
+    template_max_age: float = 3600.0
     tcp: tuple[TcpListen, ...] = ()
     mqtt: tuple[MqttBroker, ...] = ()
     metrics_port: int | None = None
@@ -446,6 +451,8 @@ def parse_config(data: Mapping, *, base: Path = Path("."), source: Path | None =
     com = _Section(top.get("commissioning", dict), "commissioning")
     mode = com.choice("mode", _MODES, "lazy")
     rate = float(com.number("rate", 100.0, lo=0, lo_open=True))
+    method = com.choice("method", ("protocol", "installer"), "protocol")
+    max_age = float(com.number("template_max_age", 3600.0, lo=0, lo_open=True))
     com.done()
 
     wan = _Section(top.get("wan", dict), "wan")
@@ -492,12 +499,14 @@ def parse_config(data: Mapping, *, base: Path = Path("."), source: Path | None =
         pending=h.number("pending", d.pending, integer=True, lo=1),
         key_cache=h.number("key_cache", d.key_cache, integer=True, lo=0),
         han=h.choice("han", ("simulated", "direct"), d.han),
+        gc=h.choice("gc", ("tuned", "default"), d.gc),
     )
     h.done()
     top.done()
     return FleetConfig(name=name, seed=seed, premises=premises, state_dir=state_dir, shard=shard, start=start,
                        speed=speed, pki=pki, eui_prefix=prefix, mix=tuple(mix), profiles=profiles,
                        han_loss=han_loss, han_latency=han_latency, commissioning=mode, commissioning_rate=rate,
+                       commissioning_method=method, template_max_age=max_age,
                        tcp=tuple(tcp), mqtt=tuple(mqtt), metrics_port=metrics_port, metrics_listen=metrics_listen,
                        host=tuning, source=source)
 

@@ -18,8 +18,11 @@ Scale design (docs/fleet.md):
 * **Lazy provisioning.** Starting a fleet writes a few meta rows. A premises (a hub and its HAN devices,
   `firmware_emu.premises.Premises`) exists in storage only once a frame, a timer or background commissioning
   first needs it; it is then created factory-fresh and commissioned through the real use cases by the premises'
-  built-in head end (CCS01, HAN joins, CS03). Its devices are enrolled in the SMI inventory at that moment;
-  untouched premises are counted as `pending` (nothing stored for them).
+  built-in head end (CCS01, HAN joins, CS03), or (`commissioning.method = "installer"`) stamped from its kind's
+  commissioned template (`fleet.template`: the use cases run once per kind, a probe checks the stamp). Its
+  devices are enrolled in the SMI inventory at that moment (installer: written in their commissioned state);
+  untouched premises are counted as `pending` (nothing stored for them). Device keys are derived when a device
+  first MACs or signs, certificates built only when a use case reads them (`fleet.keys.FleetDeviceKeys`).
 * **Storage.** One SQLite file per shard (`<state_dir>/shard-k-of-K.sqlite`, WAL): a row per premises (its whole
   JSON state, zlib-compressed, with a version), the timer index (`wake`: when the premises next has work; an
   index, so sleeping premises cost no memory) and the inventory tables (`fleet.inventory`). A save checks, per
@@ -62,14 +65,14 @@ from protocols.gbcs.registry import REGISTRY
 from firmware_emu.core.clock import SimClock
 from firmware_emu.core.store import StateRegression, check_counters
 from firmware_emu.fleet.config import ConfigError, FleetConfig, MixEntry, wall_start
-from firmware_emu.fleet.inventory import (DuplicateDevice, IllegalTransition, InventoryStore, SmiEvent, SmiState,
-                                          event_for_use_case)
+from firmware_emu.fleet.inventory import (DeviceRecord, DuplicateDevice, IllegalTransition, InventoryStore, SmiEvent,
+                                          SmiState, event_for_use_case)
 from firmware_emu.fleet.keys import FleetKeys, device_eui, parse_eui, premises_euis
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FleetError", "Unroutable", "ConcurrentWrite", "Outbound", "PremisesStore", "FleetHost", "FleetRunner",
-           "fleet_status", "export_inventory", "state_files"]
+           "fleet_status", "export_inventory", "state_files", "tune_gc"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS premises (
@@ -345,6 +348,7 @@ class HostCounters:
     unroutable: int = 0
     materialised: int = 0
     commissioned: int = 0
+    stamped: int = 0                   # of the materialised: from a template (installer commissioning)
     loads: int = 0
     evictions: int = 0
     commits: int = 0
@@ -432,6 +436,9 @@ class FleetHost:
         self._inventory_ops: list[tuple[str, object]] = []
         self._devices_in_memory = 0
         self._closed = False
+        self._templates: dict = {}                   # kind name -> fleet.template.PremisesTemplate
+        self._template_off: set[str] = set()         # kinds whose stamp did not match (protocol instead)
+        self._template_count = 0
         self._provision()
 
     # -- provisioning ---------------------------------------------------------------------------------------------
@@ -511,8 +518,9 @@ class FleetHost:
             kind = next((m for m in self.config.mix if m.name == kind_name), None)
             if kind is None:
                 raise FleetError(f"premises {idx} is of kind {kind_name!r}, which the configuration lacks")
-            p = Premises.restore(state, self.keystore)
-            l = _Loaded(p, kind, version, self._counters_of(state))
+            counters = self._counters_of(state)
+            p = Premises.restore(state, self.keystore, copy=False)     # the decoded row is ours alone
+            l = _Loaded(p, kind, version, counters)
             self.counters.loads += 1
         self._lru[idx] = l
         self._devices_in_memory += len(l.premises.devices)
@@ -538,40 +546,138 @@ class FleetHost:
 
     @staticmethod
     def _counters_of(state: dict) -> dict:
-        return {e: json.loads(json.dumps(d.get("counters") or {})) for e, d in state.get("devices", {}).items()}
+        from firmware_emu.premises import _copy_plain
+        return {e: _copy_plain(d.get("counters") or {}) for e, d in state.get("devices", {}).items()}
 
     def _materialise(self, idx: int, now: float) -> _Loaded:
-        """A premises first needed: built factory-fresh, enrolled, commissioned with the built-in head end."""
-        from firmware_emu.premises import Premises
+        """A premises first needed: enrolled, then commissioned through the use cases by its built-in head end
+        (`commissioning.method = "protocol"`) or stamped from its kind's template (`"installer"`,
+        fleet/template.py; the first premises of a kind makes the template)."""
         kind = self.config.kind_of(idx)
-        euis = premises_euis(self.config, idx)
+        if self.config.commissioning_method == "installer" and kind.name not in self._template_off:
+            tpl = self._templates.get(kind.name)
+            if tpl is not None and now - tpl.made_at > self.config.template_max_age:
+                tpl = None                                  # too old: its premises would catch up too long
+            if tpl is not None:
+                return self._stamp(idx, kind, tpl, now)
+            return self._make_template(idx, kind, now)
+        l, _ = self._commission(idx, kind, now)
+        return l
+
+    def _new_premises(self, idx: int, kind: MixEntry, now: float):
+        from firmware_emu.premises import Premises
         profiles = self.config.profiles_for(kind)
         wake = float((profiles.get("GSME") or {}).get("wake_interval", 1800.0))
-        p = Premises([(t, e) for t, e in euis.items()], self.keystore, now=now, han_loss=self.config.han_loss,
-                     han_latency=self.config.han_latency, seed=_premises_seed(self.config.seed, idx),
-                     wake_interval=wake, profiles=profiles, head_end_counter=1)
+        return Premises(list(premises_euis(self.config, idx).items()), self.keystore, now=now,
+                        han_loss=self.config.han_loss, han_latency=self.config.han_latency,
+                        seed=_premises_seed(self.config.seed, idx), wake_interval=wake, profiles=profiles,
+                        head_end_counter=1)
+
+    def _commission(self, idx: int, kind: MixEntry, now: float, settle_until: float | None = None) \
+            -> tuple[_Loaded, list]:
+        """Factory-fresh, enrolled, commissioned through the use cases (CCS01, HAN joins, CS03) by the built-in
+        head end. Returns the premises and its inventory moves as (device type, event, detail)."""
+        euis = premises_euis(self.config, idx)
+        p = self._new_premises(idx, kind, now)
         self._inventory_ops.append(("enrol", [(e, t) for t, e in euis.items()], now))
         report = p.commission(now)
+        if settle_until is not None:
+            from firmware_emu.fleet.template import settle
+            settle(p, settle_until)
+        types = {e: t for t, e in euis.items()}
         moves: list[tuple[str, SmiEvent, str]] = []
         for t in kind.hub:
-            moves += [(euis[t], SmiEvent.CCS01, "hub installed"), (euis[t], SmiEvent.CS03, "hub on the WAN")]
+            moves += [(t, SmiEvent.CCS01, "hub installed"), (t, SmiEvent.CS03, "hub on the WAN")]
         for label, outcome in report["results"].items():
             parts = label.split()
-            if parts[0] == "CCS01" and outcome == "success":
-                moves.append((parts[2], SmiEvent.CCS01, "CCS01"))
+            if parts[0] == "CCS01" and outcome == "success" and parts[2] in types:
+                moves.append((types[parts[2]], SmiEvent.CCS01, "CCS01"))
         for e in p.han_devices():
             if p.net.is_joined(e):
-                moves.append((e, SmiEvent.CS03, "HAN join (install code)"))
+                moves.append((types[e], SmiEvent.CS03, "HAN join (install code)"))
         failed = {lbl: o for lbl, o in report["results"].items() if o != "success"}
-        for t, e in euis.items():
-            moves.append((e, SmiEvent.COMMISSION, "fleet commissioning"))
-        self._inventory_ops.append(("moves", moves, report["now"]))
+        for t in euis:
+            moves.append((t, SmiEvent.COMMISSION, "fleet commissioning"))
+        self._inventory_ops.append(("moves", [(euis[t], ev, d) for t, ev, d in moves], report["now"]))
         if failed:
             log.warning("premises %d: commissioning incomplete: %s", idx, failed)
             self._error("commissioning_failed")
         self.counters.materialised += 1
         self.counters.commissioned += not failed
         l = _Loaded(p, kind, 0, p.snapshot().counters, dirty=True)
+        self._dirty.add(idx)
+        return l, ([] if failed else moves)
+
+    def _make_template(self, idx: int, kind: MixEntry, now: float) -> _Loaded:
+        """Premises idx commissioned through the use cases (installed `INSTALL_LEAD` s ago, settled) becomes its
+        kind's template once a probe premises commissioned the same way equals its stamp."""
+        from firmware_emu.fleet.template import (INSTALL_LEAD, SETTLE, PremisesTemplate, TemplateMismatch,
+                                                 compare_states, random_phase, settle)
+        from firmware_emu.premises import _install_code
+        at = now - INSTALL_LEAD
+        l, moves = self._commission(idx, kind, at, settle_until=at + SETTLE)
+        p = l.premises
+        if not moves:
+            return l                                    # failed commissioning makes no template
+        prefix = self.config.eui_prefix.hex().upper()
+        joins = {e["eui"]: e["t"] for e in p.events if e.get("event") == "han_joined" and p.is_sleepy(e["eui"])}
+        self._template_count += 1
+        try:
+            tpl = PremisesTemplate(f"{kind.name}@{self._template_count}", kind.name, idx, p.state(),
+                                   stem=lambda i: f"{prefix}{i:08X}", install_code=_install_code,
+                                   wake_phase=random_phase, installed_at=at, joins=joins)
+            probe = self._probe_index(idx, kind)
+            if probe is None:                           # nothing to check it with (nor much to stamp)
+                self._template_off.add(kind.name)
+                return l
+            q = self._new_premises(probe, kind, at)
+            q.commission(at)
+            settle(q, at + SETTLE)
+            diff = compare_states(self._stamped(probe, tpl).state(), q.state())
+            if diff:
+                raise TemplateMismatch(diff)
+        except TemplateMismatch as e:
+            log.warning("fleet: no installer template for kind %s (commissioned through the use cases instead): "
+                        "a stamp differs at %s", kind.name, e)
+            self._template_off.add(kind.name)
+            self._error("template_mismatch")
+            return l
+        tpl.moves = moves
+        self._templates[kind.name] = tpl
+        return l
+
+    def _probe_index(self, idx: int, kind: MixEntry) -> int | None:
+        """Another premises of the same kind (any shard: it is never stored) to check a template with."""
+        n = self.config.premises
+        for k in range(1, min(n, 4096)):
+            j = (idx + k) % n
+            if self.config.kind_of(j) is kind or self.config.kind_of(j).name == kind.name:
+                return j
+        return None
+
+    def _stamped(self, idx: int, tpl):
+        """The `Premises` stamped from `tpl` for premises idx (not enrolled, not stored)."""
+        from firmware_emu.premises import Premises
+        p = Premises(None, self.keystore, _state=tpl.stamp(idx, _premises_seed(self.config.seed, idx)))
+        tpl.finish(p)
+        return p
+
+    def _stamp(self, idx: int, kind: MixEntry, tpl, now: float) -> _Loaded:
+        """Premises idx stamped from its kind's template (installer commissioning), enrolled and moved through
+        the inventory as the template's devices were."""
+        p = self._stamped(idx, tpl)
+        euis = premises_euis(self.config, idx)
+        self._inventory_ops.append(("install", [(euis[t], t, ev) for t, ev, _ in tpl.moves],
+                                    (tpl.installed_at, tpl.made_at)))
+        self.counters.materialised += 1
+        self.counters.commissioned += 1
+        self.counters.stamped += 1
+        l = _Loaded(p, kind, 0, p._device_counters(), dirty=True)
+        if tpl.rng_text is not None:      # the HAN's random state is the template's: its JSON and zlib too
+            if getattr(tpl, "rng_z", None) is None:
+                tpl.rng_z = _zlib(tpl.rng_text[1].encode())
+            p._rng_text = tpl.rng_text
+            l.zcache = [None, (tpl.rng_text[1], tpl.rng_z)]
         self._dirty.add(idx)
         return l
 
@@ -782,23 +888,59 @@ class FleetHost:
         return len(rows)
 
     def _apply_inventory(self) -> None:
+        """The inventory moves of the committed batch. Enrolments and moves of freshly materialised premises
+        are merged across the batch (one `enrol_many` per time, one `apply_many` per event, detail and time, in
+        the order the moves were made, so each device's own order holds): a few transactions per batch instead
+        of several per premises. A merged group the inventory refuses is replayed move by move."""
         ops, self._inventory_ops = self._inventory_ops, []
         inv = self.inventory
+        enrols: dict[float, list] = {}
+        groups: dict[tuple, list] = {}
+        installs: list[DeviceRecord] = []
+        rest = []
         for op, arg, at in ops:
-            try:
-                if op == "enrol":
-                    try:
-                        inv.enrol_many(arg, at, actor="fleet")
-                    except DuplicateDevice:
-                        for eui, dtype in arg:
-                            if inv.get(eui) is None:
-                                inv.enrol(eui, dtype, at, actor="fleet")
-                elif op == "moves":
-                    for eui, event, detail in arg:
+            if op == "enrol":
+                enrols.setdefault(at, []).extend(arg)
+            elif op == "moves":
+                for eui, event, detail in arg:
+                    groups.setdefault((event, detail, at), []).append(eui)
+            elif op == "install":               # installer commissioning: records written in their end state
+                enrolled_at, done_at = at
+                recs: dict[str, DeviceRecord] = {}
+                for eui, dtype, event in arg:
+                    r = recs.get(eui)
+                    if r is None:
+                        r = recs[eui] = DeviceRecord(eui, dtype, SmiState.PENDING, enrolled_at, None,
+                                                     inv.policy.deadline(SmiState.PENDING, enrolled_at))
+                    if r.can(event):
+                        r.apply(event, done_at, policy=inv.policy)
+                installs.extend(recs.values())
+            else:
+                rest.append((op, arg, at))
+        try:
+            for at, items in enrols.items():
+                try:
+                    inv.enrol_many(items, at, actor="fleet")
+                except DuplicateDevice:
+                    for eui, dtype in items:
+                        if inv.get(eui) is None:
+                            inv.enrol(eui, dtype, at, actor="fleet")
+            if installs:
+                inv.put(installs, actor="installer")
+            for (event, detail, at), euis in groups.items():
+                try:
+                    inv.apply_many([(e, event) for e in euis], at, actor="fleet", detail=detail)
+                except (IllegalTransition, GbcsEmuError):
+                    for eui in euis:
                         rec = inv.get(eui)
                         if rec is not None and rec.can(event):
                             inv.apply(eui, event, at, actor="fleet", detail=detail)
-                elif op == "observe":
+        except (IllegalTransition, GbcsEmuError, DecodeError) as e:   # the inventory is advisory
+            log.warning("fleet inventory: %s", e)
+            self._error("inventory")
+        for op, arg, at in rest:
+            try:
+                if op == "observe":
                     inv.observe(decode(arg), at, actor="head end")
             except (IllegalTransition, GbcsEmuError, DecodeError) as e:   # the inventory is advisory
                 log.warning("fleet inventory: %s", e)
@@ -932,6 +1074,27 @@ def export_inventory(cfg: FleetConfig, fp, fmt: str = "csv") -> int:
 
 # ------------------------------------------------------------------------------------------------ the async edge
 
+#: Young-generation threshold of `tune_gc` (CPython's default is 700 allocations).
+GC_THRESHOLD = (20_000, 50, 100)
+_GC_TUNED = False
+
+
+def tune_gc() -> None:
+    """Process-wide: move what exists now (imports, the device classes' object models) to the permanent
+    generation and collect the young generation every `GC_THRESHOLD[0]` allocations instead of 700. A loaded
+    premises is thousands of objects; with the defaults the collector walks them over and over (about a quarter
+    of the CPU of a cache miss, measured). Reference counting frees almost everything anyway."""
+    import gc
+    global _GC_TUNED
+    if _GC_TUNED:                   # once per process (a test suite starts many runners)
+        return
+    _GC_TUNED = True
+    gc.collect()
+    gc.freeze()
+    if gc.get_threshold()[0] < GC_THRESHOLD[0]:
+        gc.set_threshold(*GC_THRESHOLD)
+
+
 class FleetRunner:
     """A `FleetHost` on the network: WAN adapters, simulated clock, group commit, metrics, signals.
 
@@ -965,6 +1128,8 @@ class FleetRunner:
 
     async def start(self) -> None:
         from firmware_emu.fleet.wan import TcpWanServer
+        if self.config.host.gc == "tuned":
+            tune_gc()
         self._queue = asyncio.Queue(self.config.host.queue)
         for t in self.config.tcp:
             port = t.port + self.config.shard.index if t.port else 0     # shard k listens on port + k

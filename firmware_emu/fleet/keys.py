@@ -12,7 +12,9 @@ holding the organisations (from a test PKI directory) that answers for fleet dev
 KA private keys are derived from (seed, EUI) with the test PKI's deterministic scheme (`PkiIssuer` with the
 fleet seed: the same keys `PkiIssuer(seed).issue_device` would make), and the certificates (signed by the PKI's
 device CA, deterministic signatures) are built only when someone asks for one. Derived entries live in a
-bounded LRU; ECDH secrets of device pairs in another. The head end (tests, demo, benchmark) builds the same
+bounded LRU, each usage derived on its own first use; ECDH secrets of device pairs in another. A device runs
+with `FleetDeviceKeys` (`FleetKeystore.device_keys`, which `Premises` prefers): nothing is derived until the
+device MACs (KA) or signs (DS), no certificate is built until a use case reads one. The head end (tests, demo, benchmark) builds the same
 `FleetKeystore` from the same configuration (`FleetKeys.from_config`) and computes the same keys.
 
 **Organisations.** `keys.pki = "DIR"`: a keystore made by `gbcs-emu keys init` (its `ca/` issues the device
@@ -35,9 +37,11 @@ from protocols.security.eui import as_eui, eui_hex
 from protocols.security.keystore import KeyEntry, Keystore, Role, Usage, _usage, _write_private
 from protocols.security.pki import PkiIssuer, init_pki
 
+from firmware_emu.core.security import DeviceKeys
+
 from firmware_emu.fleet.config import DEVICE_SLOTS, ConfigError, FleetConfig
 
-__all__ = ["FleetKeysError", "FleetKeystore", "FleetKeys", "device_eui", "parse_eui", "premises_euis",
+__all__ = ["FleetKeysError", "FleetKeystore", "FleetDeviceKeys", "FleetKeys", "device_eui", "parse_eui", "premises_euis",
            "SLOT_TYPES"]
 
 SLOT_TYPES = {v: k for k, v in DEVICE_SLOTS.items()}
@@ -125,38 +129,60 @@ class FleetKeystore(Keystore):
         return self.issuer.device_private_key(eui, usage)
 
     def _device(self, eui: bytes) -> dict[Usage, _LazyEntry]:
+        """Both key pairs of a fleet device (derived now when not cached)."""
+        for usage in (Usage.DS, Usage.KA):
+            self._usage_entry(eui, usage)
         with self._dlock:
-            got = self._devices.get(eui)
-            if got is not None:
+            return self._devices[eui]
+
+    def _usage_entry(self, eui: bytes, usage: Usage) -> _LazyEntry:
+        """One key pair of a fleet device, derived on first use (a KA-only user never pays for the DS key: a
+        device that only MACs derives one scalar, not two)."""
+        with self._dlock:
+            pair = self._devices.get(eui)
+            if pair is not None:
                 self._devices.move_to_end(eui)
-                return got
-            pair: dict[Usage, _LazyEntry] = {}
+                got = pair.get(usage)
+                if got is not None:
+                    return got
+            else:
+                pair = self._devices[eui] = {}
+                while len(self._devices) > self._cache_size:
+                    self._devices.popitem(last=False)
 
             def build(pair=pair, eui=eui):
                 ks = Keystore()
                 self.issuer.issue_device(ks, eui)
                 self.certificates_built += 2
-                for usage, entry in pair.items():
-                    cert_entry = ks.entry(eui, usage)
-                    if cert_entry is None or cert_entry.point != entry.point:   # pragma: no cover - scheme drift
-                        raise FleetKeysError(f"{eui_hex(eui)}: derived {usage.value} key differs from the PKI's")
+                for u in (Usage.DS, Usage.KA):
+                    cert_entry = ks.entry(eui, u)
+                    if cert_entry is None:                                        # pragma: no cover
+                        raise FleetKeysError(f"{eui_hex(eui)}: the PKI issued no {u.value} certificate")
+                    entry = pair.get(u)
+                    if entry is None:
+                        entry = pair[u] = _LazyEntry(eui, u, cert_entry.private_key, None)
+                        self.derived += 1
+                    if cert_entry.point != entry.point:                          # pragma: no cover - scheme drift
+                        raise FleetKeysError(f"{eui_hex(eui)}: derived {u.value} key differs from the PKI's")
                     entry.certificate = cert_entry.certificate
                     entry._build = None
 
-            for usage in (Usage.DS, Usage.KA):
-                pair[usage] = _LazyEntry(eui, usage, self.private_key_of(eui, usage), build)
-            self.derived += 2
-            self._devices[eui] = pair
-            while len(self._devices) > self._cache_size:
-                self._devices.popitem(last=False)
-            return pair
+            entry = pair[usage] = _LazyEntry(eui, usage, self.private_key_of(eui, usage), build)
+            self.derived += 1
+            return entry
+
+    def device_keys(self, eui) -> "FleetDeviceKeys | None":
+        """The `DeviceKeys` a fleet device runs with: private keys derived and certificates built only when
+        used (`Premises` asks the keystore for this when it has it); None for an EUI that is no fleet device."""
+        eui = as_eui(eui)
+        return FleetDeviceKeys(self, eui) if self._fleet(eui) else None
 
     def entry(self, eui, usage) -> KeyEntry | None:
         e = super().entry(eui, usage)
         if e is not None:
             return e
         eui = as_eui(eui)
-        return self._device(eui).get(_usage(usage)) if self._fleet(eui) else None
+        return self._usage_entry(eui, _usage(usage)) if self._fleet(eui) else None
 
     def shared_secret(self, eui_a, eui_b, usage=Usage.KA) -> bytes | None:
         a, b = as_eui(eui_a), as_eui(eui_b)
@@ -221,6 +247,58 @@ class FleetKeystore(Keystore):
             _write_private(key, e.private_key)
             out += [pem, key]
         return out
+
+
+def _lazy(name: str):
+    """A `DeviceKeys` field computed on first read (`FleetDeviceKeys._compute`) and settable as before."""
+    def get(self):
+        v = self._v
+        if name not in v:
+            v[name] = self._compute(name)
+        return v[name]
+
+    def put(self, value):
+        self._v[name] = value
+    return property(get, put)
+
+
+class FleetDeviceKeys(DeviceKeys):
+    """`DeviceKeys` of a fleet device whose key material is made on first use: the KA private key when the
+    device first MACs, the DS key when it first signs, the X.509 certificates (DER) only when a use case reads
+    them (CS02/credentials, CS03 certificates). A frame that needs none of them (the hub routing to its ESME)
+    costs no key derivation at all, and no certificate is built on the frame path. Every field can still be
+    replaced (credential use cases do), exactly as on `DeviceKeys`."""
+
+    ds_private = _lazy("ds_private")
+    ds_certificate = _lazy("ds_certificate")
+    ka_certificate = _lazy("ka_certificate")
+    ka_private = _lazy("ka_private")
+    _ka_public = _lazy("_ka_public")
+
+    def __init__(self, keystore: "FleetKeystore", eui: bytes):        # no dataclass __init__: nothing eager
+        self._v = {}
+        self._ks = keystore
+        self.eui = eui
+        self.peers = keystore
+        self._secrets = {}
+
+    def _compute(self, name: str):
+        ks, eui = self._ks, self.eui
+        if name == "ds_private":
+            return ks._usage_entry(eui, Usage.DS).private_key
+        if name == "ka_private":
+            return ks._usage_entry(eui, Usage.KA).private_key
+        if name == "_ka_public":
+            return ks._usage_entry(eui, Usage.KA).public_key
+        usage = Usage.DS if name == "ds_certificate" else Usage.KA
+        cert = ks._usage_entry(eui, usage).certificate
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    def __repr__(self) -> str:
+        return f"FleetDeviceKeys({eui_hex(self.eui)}, derived: {sorted(self._v)})"
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
 
 # ------------------------------------------------------------------------------------------------ the fleet's keys
