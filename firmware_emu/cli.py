@@ -17,6 +17,12 @@ from protocols.errors import DecodeError, GbcsEmuError, guarded
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 2, 2
 
 
+def _codec_backend() -> str:
+    """"c" or "python": which codec path protocols.fast selected (issue 8)."""
+    from protocols.fast import backend
+    return backend()
+
+
 def _version() -> str:
     try:
         return metadata.version("gbcs-emu")
@@ -25,7 +31,7 @@ def _version() -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="gbcs-emu", message="%(prog)s %(version)s (codec backend: python)")
+@click.version_option(_version(), prog_name="gbcs-emu", message="%(prog)s %(version)s (codec backend: " + _codec_backend() + ")")
 def main() -> None:
     """Device-level emulator for GB smart metering, speaking real GBCS."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import construct as cs
 from construct import Byte, Enum, Int8sb, Int8ub, Int16ub, Struct, Switch, this
 
+from protocols import fast as _fast_backend
 from protocols.dlms import cosem
 from protocols.dlms.axdr import AxdrData
 from protocols.dlms.obis import Obis
@@ -146,7 +147,10 @@ def decode_apdu(data: bytes, *, base: int = 0, cra_flag: str | None = None, mess
         from protocols.errors import DecodeError
         raise DecodeError(f"unknown DLMS APDU tag 0x{data[0]:02X}" if data else "empty DLMS payload", "dlms", base)
     name, con, fast = entry
-    value = _decode_access_request_fast(data) if data[0] == ACCESS_REQUEST else None
+    if _C is not None:
+        value = _C.decode_dlms(data) if type(data) is bytes else None
+    else:
+        value = _decode_access_request_fast(data) if data[0] == ACCESS_REQUEST else None
     if value is None:
         value = to_jsonable(parse_exact(fast, data, field=f"dlms.{name}", base=base, slow=con))
     for spec in value.get("request_specifications") or ():
@@ -316,3 +320,12 @@ def _encode_access_response_fast(v) -> bytes | None:
         out.append(code)
         out.append(value)
     return bytes(out)
+
+
+# The C twin of the decoders above (protocols/fast.py; csrc/_gbcs_fast.c `decode_dlms`: Access-Request,
+# Access-Response and Data-Notification), same contract; it gets its name tables from here.
+_C = _fast_backend.C
+if _C is not None:
+    _C.set_tables("kind_names", _KIND_NAMES)
+    _C.set_tables("access_results", {v: k for k, v in DATA_ACCESS_RESULT.items()})
+    _C.set_tables("action_results", {v: k for k, v in ACTION_RESULT.items()})

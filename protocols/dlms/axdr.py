@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 
+from protocols import fast as _fast_backend
 from protocols.errors import DecodeError, EncodeError
 from protocols.prims import BufferConstruct, FieldError, ber_length_bytes, read_ber_length
 
@@ -245,11 +246,22 @@ def _parse_compact(buf, pos: int, depth: int):
 
 
 def parse_data(buf, pos: int = 0) -> tuple[dict, int]:
-    """Parse one Data at `pos` of `buf`: (json, next position). Raises FieldError (offset into `buf`)."""
+    """Parse one Data at `pos` of `buf`: (json, next position). Raises FieldError (offset into `buf`).
+    The C twin answers first when present; on None ("not sure") the Python parser decides."""
+    if _C is not None and type(buf) in _C_BUFFERS and type(pos) is int:
+        got = _C.axdr_parse(buf, pos)
+        if got is not None:
+            return got
     try:
         return _parse_data(buf, pos)
     except RecursionError:
         raise _err("Data nested too deeply", pos) from None
+
+
+_C = _fast_backend.C
+_C_BUFFERS = (bytes, bytearray, memoryview)
+if _C is not None:
+    _C.set_axdr_names({t.tag: t.name for t in DATA_TYPES})
 
 
 # --------------------------------------------------------------------------------------------- building

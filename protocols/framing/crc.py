@@ -20,3 +20,9 @@ if not USING_C_EXTENSION:  # pragma: no cover - depends on the installation
 
 #: CRC-16/X.25: poly 0x1021 reflected, init 0xFFFF, xorout 0xFFFF. Accepts any bytes-like object.
 x25 = crcmod.predefined.mkPredefinedCrcFun("x-25")
+
+from protocols import fast as _fast_backend  # noqa: E402
+
+if _fast_backend.C is not None:
+    #: the C codec's slice-by-8 CRC (same values and calling convention, tests/test_c_backend.py)
+    x25 = _fast_backend.C.crc16_x25

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 
+from protocols import fast as _fast_backend
 from protocols.errors import DecodeError, EncodeError
 from protocols.framing.stream import ERROR, FRAME, NEED, BaseDeframer, Frame
 
@@ -101,4 +102,12 @@ class GfiDeframer(BaseDeframer):
         return 0
 
     def _try(self, buf, pos, n, flush):
+        if _C is not None:
+            # the C twin handles complete valid lines and "need more"; anything else is _parse's to word
+            r = _C.gfi_try(buf, pos, n, self.max_frame)
+            if r is not None:
+                return (NEED,) if r[0] == 0 else (FRAME, Frame(r[1], r[2], channel=r[4]), r[3])
         return _parse(buf, pos, n, self.max_frame)
+
+
+_C = _fast_backend.C

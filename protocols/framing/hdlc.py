@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import construct as cs
 
+from protocols import fast as _fast_backend
 from protocols.errors import DecodeError, EncodeError
 from protocols.framing.crc import x25
 from protocols.framing.stream import ERROR, FRAME, NEED, SKIP, BaseDeframer, Frame
@@ -163,6 +164,14 @@ class HdlcDeframer(BaseDeframer):
         return buf.find(FLAG, pos, n)
 
     def _try(self, buf, pos, n, flush):
+        if _C is not None:
+            # the C twin handles complete valid frames and "need more"; anything else is decided below
+            r = _C.hdlc_try(buf, pos, n, self.max_frame)
+            if r is not None:
+                if r[0] == 0:
+                    return (NEED,)
+                _, info, wire, end, dest, src, control, seg, dl, sl = r
+                return (FRAME, Frame(info, wire, hdlc=HdlcFrame(dest, src, control, info, seg, dl, sl)), end)
         # idle flags: keep only the last one as the opening flag
         while pos + 1 < n and buf[pos + 1] == FLAG:
             pos += 1
@@ -197,3 +206,6 @@ class HdlcDeframer(BaseDeframer):
             return (ERROR, "crc" if e.field == "hdlc.hcs" and "match" in e.message else "syntax", str(e))
         # the closing flag may open the next frame: leave it in the buffer
         return (FRAME, Frame(frame.info, length + 2, hdlc=frame), end)
+
+
+_C = _fast_backend.C

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from protocols import fast as _fast_backend
 from protocols.errors import DecodeError, EncodeError
 from protocols.gbcs import envelope as env
 from protocols.gbcs.registry import REGISTRY
@@ -95,7 +96,7 @@ def split_payload(data: bytes) -> tuple[dict, bytes | None, int]:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
-    fast = _split_fast(data)
+    fast = _C.split_envelope(data) if _C is not None else _split_fast(data)
     if fast is not None:
         return fast
     return split_payload_declared(data)
@@ -111,6 +112,12 @@ def split_payload(data: bytes) -> tuple[dict, bytes | None, int]:
 # against the declarations over every RTDS message and hypothesis-generated and mutated ones.
 
 _CRA_NAMES = {v: k for k, v in env.CRA_FLAG.items()}
+
+# The C twin of `_split_fast` (protocols/fast.py; csrc/_gbcs_fast.c `split_envelope`), same contract.
+_C = _fast_backend.C
+if _C is not None:
+    _C.set_tables("cra_names", _CRA_NAMES)
+    _C.set_tables("use_cases", {code: REGISTRY.get(code).name for code in {e.code for e in REGISTRY}})
 _DD_EMPTY_FIELDS = bytes(6)        # five empty General-Ciphering fields and the absent key-info
 _SUPPLEMENTARY = ("supplementary_remote_party_id", "supplementary_remote_party_counter",
                   "supplementary_originator_counter", "supplementary_remote_party_ka_certificate")

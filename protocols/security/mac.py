@@ -9,6 +9,9 @@ KA keys) and slicing the grouping header out of a message are the caller's job:
 """
 from __future__ import annotations
 
+import hmac
+
+from protocols import fast as _fast_backend
 from protocols.security import gcm
 from protocols.security.eui import EuiLike, as_eui
 from protocols.security.kdf import KdfMode, derive_key
@@ -30,6 +33,8 @@ def message_mac(shared_secret: bytes, originator: EuiLike, recipient: EuiLike, m
                 general_signing: bytes) -> bytes:
     """The 12-byte MAC to append after the General-Signing APDU inside a `DD` General-Ciphering wrapper."""
     originator = as_eui(originator)
+    if _C_CRYPTO and _c_args_ok(shared_secret, mode, counter, general_signing):
+        return _C.message_mac(shared_secret, originator, as_eui(recipient), mode, counter, general_signing)
     key = derive_key(shared_secret, originator, mode, counter, recipient)
     return gcm.gmac(key, originator + b"\x00\x00\x00\x00", MAC_AAD_PREFIX + bytes(general_signing))
 
@@ -38,6 +43,10 @@ def verify_message_mac(shared_secret: bytes, originator: EuiLike, recipient: Eui
                        general_signing: bytes, mac: bytes) -> bool:
     """True when `mac` (12 bytes) authenticates `general_signing` for these routing fields."""
     originator = as_eui(originator)
+    if (_C_CRYPTO and type(mac) is bytes and len(mac) == 12
+            and _c_args_ok(shared_secret, mode, counter, general_signing)):
+        return hmac.compare_digest(
+            _C.message_mac(shared_secret, originator, as_eui(recipient), mode, counter, general_signing), mac)
     key = derive_key(shared_secret, originator, mode, counter, recipient)
     return gcm.verify_gmac(key, originator + b"\x00\x00\x00\x00", MAC_AAD_PREFIX + bytes(general_signing), mac)
 
@@ -57,3 +66,16 @@ def decrypt_payload(shared_secret: bytes, originator: EuiLike, recipient: EuiLik
     """Plaintext of a protected payload; raises AuthenticationError when the tag does not verify."""
     key = derive_key(shared_secret, originator, KdfMode.ENCRYPTION, counter, recipient)
     return gcm.decrypt(key, gcm.gcm_iv(originator), ciphertext_and_tag)
+
+
+# KDF + GMAC in one call through libcrypto (protocols/fast.py; csrc/_gbcs_fast.c `message_mac`) when the C
+# codec was built with OpenSSL. Only arguments the Python path accepts go there, so its errors stay the same.
+_C = _fast_backend.C
+_C_CRYPTO = _fast_backend.CRYPTO
+_MODES = frozenset((1, 2, 3, 4))
+
+
+def _c_args_ok(shared_secret, mode, counter, general_signing) -> bool:
+    return (type(shared_secret) is bytes and len(shared_secret) == 32 and type(mode) in (int, KdfMode)
+            and mode in _MODES and type(counter) is int and 0 <= counter < 1 << 64
+            and type(general_signing) in (bytes, bytearray, memoryview))

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import construct as cs
 
+from protocols import fast as _fast_backend
 from protocols.errors import DecodeError, EncodeError
 from protocols.prims import FieldError, ber_length_bytes, build_value, parse_exact, read_ber_length, to_jsonable
 from protocols.zigbee import zcl
@@ -321,6 +322,12 @@ def _parse_component(buf: bytes, start: int, end: int, ctl: int, cluster: int, p
 
 
 def _parse_components(buf: bytes, pos: int, end: int, n: int, prefix: str = "components"):
+    if _C is not None:
+        # the C twin splits the component headers; on None ("not sure") the loop below finds and words the error
+        got = _C.gbz_split(buf, pos, end, n)
+        if got is not None:
+            return [_parse_component(buf, s, e, ctl, cluster, f"{prefix}.{i}")
+                    for i, (ctl, cluster, s, e) in enumerate(got[0])], got[1]
     comps = []
     for i in range(n):
         path = f"{prefix}.{i}"
@@ -340,6 +347,9 @@ def _parse_components(buf: bytes, pos: int, end: int, n: int, prefix: str = "com
         comps.append(_parse_component(buf, start, cend, ctl, cluster, path))
         pos = cend
     return comps, pos
+
+
+_C = _fast_backend.C
 
 
 # ============================================================================================== alerts
