@@ -24,7 +24,7 @@ HUBS = ["00DB1234567890A1", "00DB1234567890A2", "00DB1234567890A3", "00DB1234567
 FAST = {"min_backoff": 0.05, "max_backoff": 0.5}
 
 
-async def until(cond, timeout: float = 5.0) -> None:
+async def until(cond, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():
@@ -44,7 +44,7 @@ async def started(*links):
     for link in links:
         await link.start()
     for link in links:
-        await link.wait_connected(5)
+        await link.wait_connected(10)
 
 
 def test_topics():
@@ -63,7 +63,7 @@ async def test_a_command_on_down_gets_its_response_on_up(mqtt_broker):
         assert await head.request(HUBS[1].lower(), b"cmd") == b"w:%s:cmd" % HUBS[1].encode()
         # unsolicited alert to one hub's up topic
         assert await wan.send(b"alert!", to=HUBS[1])
-        assert await head.recv(timeout=5) == (HUBS[1], b"alert!")
+        assert await head.recv(timeout=10) == (HUBS[1], b"alert!")
         st = wan.stats()
         assert st["frames_in"] == 2 and st["frames_out"] == 3 and st["connections"] == 1
         assert log == [("w", HUBS[0]), ("w", HUBS[1])]
@@ -125,7 +125,7 @@ async def test_broker_restart_the_adapter_reconnects_and_publishes_what_was_queu
         await asyncio.to_thread(broker.start)
         await wan.wait_connected(10)
         await head.wait_connected(10)
-        got = {await head.recv(timeout=5), await head.recv(timeout=5)}
+        got = {await head.recv(timeout=10), await head.recv(timeout=10)}
         assert got == {(HUBS[0], b"alert while away"), (HUBS[0], b"w:%s:command while away" % HUBS[0].encode())}
         assert await head.request(HUBS[0], b"after") == b"w:%s:after" % HUBS[0].encode()
         st = wan.stats()
@@ -215,7 +215,7 @@ async def test_close_publishes_the_answers_of_commands_being_handled(mqtt_broker
         await head.publish(HUBS[0], b"job")
         await until(lambda: wan.stats()["frames_in"] == 1)
         await wan.close(grace=3)
-        assert await head.recv(timeout=5) == (HUBS[0], b"job done")
+        assert await head.recv(timeout=10) == (HUBS[0], b"job done")
         assert not wan.connected
     finally:
         await head.close()
