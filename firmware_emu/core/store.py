@@ -58,26 +58,34 @@ def check_counters(eui: str, old: dict, new: dict) -> None:
             raise StateRegression(f"{eui}: remote counter {party} would go back from {before} to {value}")
 
 
+def open_wal(path: str, *, synchronous: str = "FULL", timeout: float = 30.0, schema=()) -> sqlite3.Connection:
+    """A connection to a SQLite file in WAL mode with this durability, its schema created: every store of the
+    project opens its file so. `isolation_level=None`: callers issue BEGIN/COMMIT themselves, so a transaction is
+    exactly one call. Shared between threads under the caller's lock; one connection per process."""
+    synchronous = synchronous.upper()
+    if synchronous not in _SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+    db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal" and str(path) != ":memory:":
+            raise sqlite3.OperationalError(f"cannot enable WAL on {path} (journal_mode={mode})")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        for stmt in schema:
+            db.execute(stmt)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class StateStore:
     """Device states keyed by EUI in one SQLite file (WAL). Thread-safe; one store per process."""
 
     def __init__(self, path: str, *, synchronous: str = "FULL", timeout: float = 30.0):
-        synchronous = synchronous.upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
         self.path = str(path)
         self._lock = threading.RLock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly one call.
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal" and self.path != ":memory:":
-                raise sqlite3.OperationalError(f"cannot enable WAL on {self.path} (journal_mode={mode})")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute(_SCHEMA)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_wal(self.path, synchronous=synchronous, timeout=timeout, schema=(_SCHEMA,))
 
     # -- reading -------------------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ from protocols.security.eui import as_eui
 from protocols.security.keystore import Role
 from protocols.security.utrn import ValueClass, build_utrn
 
+from firmware_emu.fleet.host import find_key
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DemoOptions", "DemoStats", "DemoError", "demo_config", "run_demo", "USE_CASES", "percentile"]
@@ -303,7 +305,7 @@ def _alert_code(msg: dict) -> str:
         vals = body.get("value") if isinstance(body, dict) else None
         if isinstance(vals, list) and vals and isinstance(vals[0], dict) and isinstance(vals[0].get("value"), int):
             return f"0x{vals[0]['value']:04X}"
-    found = _find(payload, "alert_code")
+    found = find_key(payload, "alert_code")
     if isinstance(found, int):
         return f"0x{found:04X}"
     if found:
@@ -312,17 +314,6 @@ def _alert_code(msg: dict) -> str:
     return str(code) if code is not None else "unknown"
 
 
-def _find(obj, key: str):
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            got = _find(v, key)
-            if got is not None:
-                return got
-    return None
 
 
 def _outcome(msg: dict) -> str | None:

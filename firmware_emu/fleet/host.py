@@ -63,7 +63,7 @@ from protocols.gbcs.message import decode, split_payload
 from protocols.gbcs.registry import REGISTRY
 
 from firmware_emu.core.clock import SimClock
-from firmware_emu.core.store import StateRegression, check_counters
+from firmware_emu.core.store import StateRegression, check_counters, open_wal
 from firmware_emu.fleet.config import ConfigError, FleetConfig, MixEntry, wall_start
 from firmware_emu.fleet.inventory import (DeviceRecord, DuplicateDevice, IllegalTransition, InventoryStore, SmiEvent,
                                           SmiState, event_for_use_case)
@@ -135,17 +135,7 @@ class PremisesStore:
         self.path = str(path)
         self.compress = compress
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot enable WAL on {self.path} (journal_mode={mode})")
-            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
-            for stmt in _SCHEMA:
-                self._db.execute(stmt)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_wal(self.path, synchronous=durability, timeout=30.0, schema=_SCHEMA)
 
     # -- meta ---------------------------------------------------------------------------------------------------
     def meta(self, key: str, default=None):
@@ -388,14 +378,15 @@ def _header(frame: bytes) -> tuple[dict, bool]:
             "code": int(code, 16) if isinstance(code, str) and code else code, "last": True}, False
 
 
-def _find(obj, key: str):
+def find_key(obj, key: str):
+    """The first value of `key` anywhere in a decoded (JSON) tree, depth first; None when absent."""
     if isinstance(obj, dict):
         if key in obj:
             return obj[key]
         obj = list(obj.values())
     if isinstance(obj, list):
         for v in obj:
-            got = _find(v, key)
+            got = find_key(v, key)
             if got is not None:
                 return got
     return None
@@ -774,7 +765,7 @@ class FleetHost:
             elif h["cra"] == "alert":
                 code = None
                 try:
-                    code = _find(decode(f).get("payload"), "alert_code")
+                    code = find_key(decode(f).get("payload"), "alert_code")
                 except DecodeError:
                     pass
                 if isinstance(code, int):

@@ -36,6 +36,8 @@ from typing import IO, Iterable, Iterator, Mapping
 
 from protocols.errors import GbcsEmuError
 
+from firmware_emu.core.store import open_wal
+
 __all__ = [
     "SmiState", "SmiEvent", "TRANSITIONS", "RESUME_PREVIOUS", "USE_CASE_EVENTS", "InventoryError",
     "IllegalTransition", "UnknownDevice", "DuplicateDevice", "InventoryPolicy", "DeviceRecord", "Transition",
@@ -395,7 +397,6 @@ _SCHEMA = (
 )
 _COLUMNS = ("eui", "device_type", "state", "since", "previous", "expires_at")
 _FORMAT = "gbcs-emu inventory 1"
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 def _row_record(row) -> DeviceRecord:
@@ -415,22 +416,9 @@ class InventoryStore:
 
     def __init__(self, path: str = ":memory:", *, policy: InventoryPolicy | None = None,
                  synchronous: str = "NORMAL", timeout: float = 30.0):
-        synchronous = synchronous.upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
         self.path, self.policy = str(path), policy or InventoryPolicy()
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal" and self.path != ":memory:":
-                raise sqlite3.OperationalError(f"cannot enable WAL on {self.path} (journal_mode={mode})")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            for stmt in _SCHEMA:
-                self._db.execute(stmt)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_wal(self.path, synchronous=synchronous, timeout=timeout, schema=_SCHEMA)
 
     def __repr__(self) -> str:
         return f"<InventoryStore {self.path}>"
