@@ -26,7 +26,6 @@ def _assert_passed(report: dict, commands: int) -> None:
     assert report["violations"] == [], report["violations"][:10]
     assert report["passed"]
     assert report["sent"] >= commands
-    assert report["killed_with_in_flight"] > 0                # the kill landed with commands outstanding
     assert report["answered_before_kill"] >= report["kill_after_answers"]
     assert report["replays_after_restart_refused"] > 0        # acknowledged commands re-sent after the restart
     assert report["replays_refused"] > report["replays_after_restart_refused"]   # and during the mix
@@ -37,8 +36,15 @@ def _assert_passed(report: dict, commands: int) -> None:
 
 async def test_sigkill_mid_mix_keeps_every_acknowledged_change(tmp_path):
     """Kill -9 at a seeded random point of a 1,500-command mix (durability "normal", the kill -9 safe mode)."""
-    report = await crash.crash_run(tmp_path, commands=1500, premises=20, seed=11)
-    _assert_passed(report, 1500)
+    # the kill must land with commands outstanding for the check to mean something: a loaded machine may answer
+    # everything before it, so up to three seeded kill points are tried, and every one of them must pass
+    for seed in (11, 12, 13):
+        (tmp_path / f"s{seed}").mkdir()
+        report = await crash.crash_run(tmp_path / f"s{seed}", commands=1500, premises=20, seed=seed)
+        _assert_passed(report, 1500)
+        if report["killed_with_in_flight"] > 0:
+            break
+    assert report["killed_with_in_flight"] > 0, "no kill landed with commands in flight"
 
 
 async def test_sigkill_with_the_simulated_han_and_full_durability(tmp_path):
