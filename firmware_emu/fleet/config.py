@@ -144,8 +144,10 @@ class HostTuning:
     pending: int = 100_000            # commands awaiting a late answer remembered (origin, latency)
     key_cache: int = 0                # device key entries kept (0: 4 per cached premises)
     han: str = "simulated"            # simulated: every HAN frame; direct: always-on devices skip the HAN
-    gc: str = "tuned"                 # tuned: the runner freezes start-up objects and collects young ones less
-                                      # often (a big LRU makes Python's cyclic GC a large share of the CPU)
+    gc: str = "default"               # default: Python's collector as it is; tuned: the runner freezes start-up
+                                      # objects and collects less often (cheaper per command, but evicted
+                                      # premises with reference cycles then pile up: RSS grows ~3 MB/s under a
+                                      # steady load in the soak; use it for short benchmarks only)
 
 
 @dataclass(frozen=True)
