@@ -78,7 +78,7 @@ def fleet_config(devices: int, state_dir: str, cache: int | None = None, commiss
             "commissioning": {"mode": "lazy", "method": commissioning},
             "wan": {"tcp": [{"listen": "127.0.0.1:0", "framing": "gfi"}]},
             "host": {"cache": cache or min(premises, 10_000), "durability": "normal", "han": "direct",
-                     "batch": 256, "timers": "needed"}}
+                     "batch": 256, "timers": "needed", "gc": "tuned"}}   # a short benchmark: see docs/fleet.md
 
 
 # ------------------------------------------------------------------------------------------------ fleet process
