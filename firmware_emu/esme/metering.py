@@ -61,6 +61,7 @@ from firmware_emu.core.consumption import DAY, HALF_HOUR, MAX_TOU_INTERVALS, Con
 from firmware_emu.core.cosem import NULL, AccessContext, AccessFailure, CosemObject, StoredObject, attr_key
 from firmware_emu.core import logs
 from firmware_emu.core.logs import ProfileObject, capture_times, is_twin
+from firmware_emu.esme.tariff import selector_to_rate
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +200,8 @@ class Tariff:
 
 
 def _rate(selector: int) -> int:
-    """Script selector -> TOU rate index (0-based)."""
-    if 1 <= selector <= N_TOU:
-        return selector - 1
-    if 101 <= selector < 101 + N_TOU:
-        return selector - 101
-    return 0
+    """Script selector -> TOU rate index (0-based), by the one rule `tariff.selector_to_rate` applies."""
+    return selector_to_rate(selector) - 1
 
 
 def _tariff_fingerprint(device) -> str | None:

@@ -176,7 +176,7 @@ def _date_matches(b: bytes, tm: time.struct_time) -> bool:
             and (b[3] == 0xFF or b[3] == tm.tm_mday) and (b[4] == 0xFF or b[4] == tm.tm_wday + 1))
 
 
-def _selector_to_rate(selector: int) -> int:
+def selector_to_rate(selector: int) -> int:
     """A day-profile script_selector as a TOU rate number 1..8. Assumption (GBCS 7.3.7 is not in our sources):
     the rate is the selector's last two decimal digits, as the RTDS secondary element uses 201..204."""
     rate = selector % 100
@@ -242,7 +242,7 @@ def active_rate(state: dict, t: float, *, element: str = "primary") -> int:
             chosen, chosen_start = f, start
     if chosen is None:  # before the first switch of the day: the last rate of the day before runs on
         chosen = _fields(schedule[-1])
-    return _selector_to_rate(chosen[2]["value"])
+    return selector_to_rate(chosen[2]["value"])
 
 
 def _thresholds(state: dict, rate: int) -> list[int]:
