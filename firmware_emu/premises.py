@@ -95,7 +95,6 @@ class Snapshot:
 
     pieces: list[str]
     counters: dict
-    stable: tuple[int, ...] = ()       # pieces that are the same object while unchanged (may be cached)
 
     @property
     def text(self) -> str:
@@ -225,7 +224,6 @@ class Premises:
         self.net.join_policy = self._join_policy
         self._head_end: dict[Role, object] = {}
         self._counters = None
-        self._rng_text: tuple[tuple, str] | None = None
         self._fragments: dict[tuple, tuple[bytes, str]] = {}
         self._counters_synced: int | None = None
 
@@ -239,18 +237,15 @@ class Premises:
         return json.loads(json.dumps(self.st))
 
     def snapshot(self) -> "Snapshot":
-        """The state for a commit, without `state()`'s deep copies: the JSON text as pieces (their
-        concatenation is exactly `json.dumps(self.state(), separators=(",", ":"))`) and a copy of every
-        device's counters (what `core.store.check_counters` compares).
+        """The state for a commit, without `state()`'s deep copies: its JSON text (exactly
+        `json.dumps(self.state(), separators=(",", ":"))`) and a copy of every device's counters (what
+        `core.store.check_counters` compares).
 
         Every section (each top-level key, each device, the HAN's live tables) is looked at on every call: its
         JSON text is reused only when `marshal.dumps(section, 2)` is byte for byte the one the text was made
         from. Version-2 marshal has no back-references and tags every value with its exact type (bool, int and
         float differ, floats by their bits, dict order included), so equal bytes mean an identical section; it
-        is about five times cheaper than JSON encoding. A section marshal cannot take is always re-encoded. The
-        HAN's random generator state (625 integers, two thirds of the text) is reused while its integer tuple
-        is equal; it is its own piece, the same `str` object while it holds, so a store may keep its compressed
-        form (`fleet.host.PremisesStore.encode_pieces`; `Snapshot.stable` names it)."""
+        is about five times cheaper than JSON encoding. A section marshal cannot take is always re-encoded."""
         self.st["devices"] = {e: d.state for e, d in self.devices.items()}
         self._sync_head_end()
         st, net = self.st, self.net
@@ -259,10 +254,6 @@ class Premises:
         if "han" not in st or reassemblers is None or type(live) is not dict or "rng" in live \
                 or "reassembly" in live:
             return Snapshot([json.dumps(self.state(), separators=(",", ":"))], self._device_counters())
-        version, internal, gauss = net.rng.getstate()
-        cached = self._rng_text
-        if cached is None or cached[0] != internal:
-            cached = self._rng_text = (internal, _ENC.encode(list(internal)))
         frag, used = self._fragment, set()
         before: list[str] = []             # "key":value segments before and after the HAN
         after: list[str] = []
@@ -284,13 +275,12 @@ class Premises:
             seg.append(frag(("top",) + tuple(group), group, used)[1:-1])
         head = self._members(("han",), live, used)
         reassembly = {eui: r.state for eui, r in reassemblers.items()}
-        first = ("{" + ",".join(before) + ("," if before else "") + '"han":' + head[:-1] + ("," if live else "")
-                 + '"rng":[' + _ENC.encode(version) + ",")
-        last = ("," + _ENC.encode(gauss) + '],"reassembly":' + frag(("reassembly",), reassembly, used) + "}"
-                + ("," + ",".join(after) if after else "") + "}")
+        text = ("{" + ",".join(before) + ("," if before else "") + '"han":' + head[:-1] + ("," if live else "")
+                + '"rng":' + _ENC.encode(net.rng.getstate()) + ',"reassembly":'
+                + frag(("reassembly",), reassembly, used) + "}" + ("," + ",".join(after) if after else "") + "}")
         for key in [key for key in self._fragments if key not in used]:
             del self._fragments[key]
-        return Snapshot([first, cached[1], last], self._device_counters(), stable=(1,))
+        return Snapshot([text], self._device_counters())
 
     def _members(self, key: tuple, d, used: set) -> str:
         """The JSON text of a dict whose members change at different rates (the devices, the HAN's tables):

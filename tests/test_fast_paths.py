@@ -266,32 +266,65 @@ def test_snapshot_is_the_state_json_and_misses_no_change(fleet):
     p.net.st["now"] = p.net.st["now"] + 1
     p.st["wake"]["interval"] = float(p.st["wake"]["interval"])
     assert p.snapshot().text == _dumps(p.state())
-    p.net.rng.random()                                # the HAN drew: its random state piece changes
+    before = p.snapshot().text
+    p.net.rng.random()                                # the HAN drew: its random state changes
     snap = p.snapshot()
-    assert snap.text == _dumps(p.state())
+    assert snap.text == _dumps(p.state()) != before
     again = p.snapshot()
-    assert again.pieces[1] is snap.pieces[1]         # unchanged: the same object (compressed form reusable)
+    assert again.text == snap.text
     assert again.counters == {e: d.state["counters"] for e, d in p.devices.items()}
     again.counters[esme.state["eui"]]["alert"] = -5  # a copy, not the live counters
     assert esme.state["counters"]["alert"] != -5
 
 
-def test_zparts_round_trip_and_reuse(fleet):
+def _zparts(pieces: list[str], own: set[int]) -> bytes:
+    """The `zparts` layout older versions wrote (host.PremisesStore.decode): piece count, per piece (source,
+    length), the shared zlib stream, then each own stream, each behind its 4-byte length."""
+    import zlib
+    head, shared, streams = bytearray((len(pieces),)), b"", []
+    for i, piece in enumerate(pieces):
+        raw = piece.encode()
+        head += bytes((1 if i in own else 0,)) + len(raw).to_bytes(4, "big")
+        if i in own:
+            streams.append(zlib.compress(raw))
+        else:
+            shared += raw
+    out = bytes(head)
+    for z in [zlib.compress(shared)] + streams:
+        out += len(z).to_bytes(4, "big") + z
+    return out
+
+
+def test_stored_forms_decode(fleet):
     host, *_ = fleet
     p = host.premises(1, host.start_time)
-    cache: list = []
-    snap = p.snapshot()
-    enc, blob = host.store.encode_pieces(snap.pieces, cache, snap.stable)
-    assert enc == "zparts" and host.store.decode(enc, blob) == p.state()
-    again = p.snapshot()
-    enc2, blob2 = host.store.encode_pieces(again.pieces, cache, again.stable)
-    assert blob2 == blob and cache[1][0] is again.pieces[1]
-    for single in (["{}"], [_dumps(p.state())]):
-        e, b = host.store.encode_pieces(single, [], ())
-        assert host.store.decode(e, b) == json.loads(single[0])
+    text = p.snapshot().text
+    enc, blob = host.store.encode_text(text)
+    assert enc == "zlib" and host.store.decode(enc, blob) == p.state()
+    third = len(text) // 3
+    pieces = [text[:third], text[third:2 * third], text[2 * third:]]
+    assert host.store.decode("zparts", _zparts(pieces, {1})) == p.state()
+    assert host.store.decode("json", text.encode()) == p.state()
 
 
-def test_fleet_reads_after_restart_from_zparts(fleet, tmp_path):
+def test_han_generator_state_is_one_integer_and_old_states_load():
+    from firmware_emu.han.network import CompactRandom, HanNetwork
+    net = HanNetwork(seed=3, loss=0.5)
+    st = net.state
+    assert type(st["rng"]) is int and len(json.dumps(st)) < 600
+    again = HanNetwork.from_state(st)
+    assert [again.rng.random() for _ in range(5)] == [net.rng.random() for _ in range(5)]
+    old = dict(st, rng=[3, list(range(625)), None])   # a Mersenne Twister state saved by an older version
+    a, b = HanNetwork.from_state(old), HanNetwork.from_state(json.loads(json.dumps(old)))
+    assert a.rng.random() == b.rng.random()            # reseeded from it, deterministically
+    r = CompactRandom(1)
+    draws = [r.random() for _ in range(20000)]
+    assert 0.49 < sum(draws) / len(draws) < 0.51 and min(draws) >= 0.0 and max(draws) < 1.0
+    assert {r.randrange(6) for _ in range(600)} == set(range(6))
+    assert r.getrandbits(0) == 0 and r.getrandbits(130) < 1 << 130 and len(r.randbytes(16)) == 16
+
+
+def test_fleet_reads_after_restart(fleet, tmp_path):
     host, cfg, more, _ = fleet
     host.commit()
     for idx in (0, 1):

@@ -47,6 +47,7 @@ __all__ = [
 DEVICE_SLOTS = {"CHF": 0, "GPF": 1, "ESME": 2, "GSME": 3, "PPMID": 4, "HCALCS": 5}
 HAN_DEVICE_TYPES = ("ESME", "GSME", "PPMID", "HCALCS")
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_KIND_COUNTS: dict[tuple, dict[str, int]] = {}    # FleetConfig.kind_counts, per (mix, range)
 _FRAMINGS = ("gfi", "lencrc", "binary")
 _MODES = ("lazy", "background")
 _TIMERS = ("needed", "all")
@@ -212,11 +213,20 @@ class FleetConfig:
         return out
 
     def kind_counts(self, indices: range | None = None) -> dict[str, int]:
-        """How many premises of each kind among `indices` (default: this shard's)."""
-        counts = {m.name: 0 for m in self.mix}
-        for i in (indices if indices is not None else self.shard.premises(self.premises)):
-            counts[self.kind_of(i).name] += 1
-        return counts
+        """How many premises of each kind among `indices` (default: this shard's). They follow from the seed and
+        the mix alone, so they are counted once per range (a million premises take a second; the fleet's gauges
+        ask every few seconds)."""
+        rng = indices if indices is not None else self.shard.premises(self.premises)
+        key = (self.seed, self.premises, tuple((m.name, m.share) for m in self.mix), rng.start, rng.stop, rng.step)
+        got = _KIND_COUNTS.get(key)
+        if got is None:
+            got = {m.name: 0 for m in self.mix}
+            for i in rng:
+                got[self.kind_of(i).name] += 1
+            if len(_KIND_COUNTS) >= 64:
+                _KIND_COUNTS.clear()
+            _KIND_COUNTS[key] = got
+        return dict(got)
 
     def with_overrides(self, *, shard: Shard | None = None, speed: float | None = None,
                        state_dir: Path | None = None) -> "FleetConfig":

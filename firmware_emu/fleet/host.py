@@ -162,44 +162,15 @@ class PremisesStore:
         raw = json.dumps(state, separators=(",", ":")).encode()
         return ("zlib", _zlib(raw)) if self.compress else ("json", raw)
 
-    def encode_pieces(self, pieces: list[str], cache: list, stable=()) -> tuple[str, bytes]:
-        """`encode` of a state given as JSON text pieces (`Premises.snapshot`). Compressed (enc `zparts`), the
-        pieces named by `stable` get their own zlib stream, which is reused from `cache` (a list this
-        premises keeps: [(piece, stream)] by position) while the piece is the very same `str` object (the
-        HAN's random state, unchanged); the other pieces share one stream. Layout: piece count (1 byte), per
-        piece its source (1 byte: 0 the shared stream, 1 its own) and its byte length (4 bytes), then the
-        shared stream and each own stream, each behind its 4-byte length."""
-        if not self.compress:
-            return "json", "".join(pieces).encode()
-        if len(pieces) == 1 or not stable or len(pieces) > 255:
-            return "zlib", _zlib("".join(pieces).encode())
-        head = bytearray((len(pieces),))
-        shared, own = [], []
-        for i, piece in enumerate(pieces):
-            raw = piece.encode()
-            if i in stable:
-                got = cache[i] if i < len(cache) else None
-                if got is not None and got[0] is piece:
-                    z = got[1]
-                else:
-                    z = _zlib(raw)
-                    while len(cache) <= i:
-                        cache.append(None)
-                    cache[i] = (piece, z)
-                own.append(z)
-                head.append(1)
-            else:
-                shared.append(raw)
-                head.append(0)
-            head += len(raw).to_bytes(4, "big")
-        out = [bytes(head)]
-        for z in [_zlib(b"".join(shared))] + own:
-            out.append(len(z).to_bytes(4, "big"))
-            out.append(z)
-        return "zparts", b"".join(out)
+    def encode_text(self, text: str) -> tuple[str, bytes]:
+        """`encode` of a state already JSON text (`Premises.snapshot`)."""
+        raw = text.encode()
+        return ("zlib", _zlib(raw)) if self.compress else ("json", raw)
 
     @staticmethod
     def decode(enc: str, blob: bytes) -> dict:
+        """A stored state. `zparts` (pieces with their own zlib streams) was written by versions whose HAN kept a
+        Mersenne Twister state worth compressing apart; it is still read."""
         if enc == "zparts":
             n = blob[0]
             layout = [(blob[1 + 5 * k], int.from_bytes(blob[2 + 5 * k:6 + 5 * k], "big")) for k in range(n)]
@@ -326,7 +297,6 @@ class _Loaded:
     version: int                       # 0: not stored yet
     counters: dict                     # device EUI -> counters when loaded / last committed
     dirty: bool = False
-    zcache: list = field(default_factory=list)   # compressed state pieces that may be reused
 
 
 @dataclass
@@ -664,11 +634,6 @@ class FleetHost:
         self.counters.commissioned += 1
         self.counters.stamped += 1
         l = _Loaded(p, kind, 0, p._device_counters(), dirty=True)
-        if tpl.rng_text is not None:      # the HAN's random state is the template's: its JSON and zlib too
-            if getattr(tpl, "rng_z", None) is None:
-                tpl.rng_z = _zlib(tpl.rng_text[1].encode())
-            p._rng_text = tpl.rng_text
-            l.zcache = [None, (tpl.rng_text[1], tpl.rng_z)]
         self._dirty.add(idx)
         return l
 
@@ -851,7 +816,7 @@ class FleetHost:
                 snap = l.premises.snapshot()
                 for eui, counters in snap.counters.items():
                     check_counters(eui, {"counters": l.counters.get(eui) or {}}, {"counters": counters})
-                enc, blob = self.store.encode_pieces(snap.pieces, l.zcache, snap.stable)
+                enc, blob = self.store.encode_text(snap.text)
                 rows.append((idx, l.kind.name, enc, blob, self._wake_of(l.premises), l.version))
                 done.append((idx, l, snap))
             meta = {"sim_now": self.sim_now}

@@ -96,10 +96,7 @@ class PremisesTemplate:
         self.joins = dict(joins or {})
         self.seed = state["seed"]
         han = dict(state["han"])
-        self.rng = han.pop("rng", None)                 # shared by every stamp, never mutated (see stamp)
-        self.rng_text: tuple | None = None
-        if self.rng is not None:
-            self.rng_text = (tuple(self.rng[1]), json.dumps(self.rng[1], separators=(",", ":")))
+        self.rng = han.pop("rng", None)                 # the HAN generator's state: every stamp starts from it
         self.text = json.dumps(dict(state, han=han), separators=(",", ":"))
         if self.text.count(stem(idx)) == 0 or stem(idx).lower() in self.text:
             raise TemplateMismatch([f"EUI stem {stem(idx)} not found (or in lower case)"])
@@ -129,7 +126,7 @@ class PremisesTemplate:
         for old, new in subs:
             text = text.replace(old, new)
         st = json.loads(text)
-        if self.rng is not None:        # HanNetwork.from_state copies it into its generator; nobody writes it
+        if self.rng is not None:
             st["han"]["rng"] = self.rng
         for dev in st["devices"].values():           # the prepayment baseline: {type section: {prepayment}}
             for section in dev.values():

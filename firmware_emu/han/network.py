@@ -51,6 +51,7 @@ its seed and inputs. The state (nodes, links, flows, the pending event heap, the
 """
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import random
@@ -148,6 +149,60 @@ class LinkParams:
     up: bool = True
 
 
+# ============================================================================================ the draws
+
+_M64 = (1 << 64) - 1
+
+
+class CompactRandom(random.Random):
+    """`random.Random` on SplitMix64 (Steele, Lea, Flood 2014): the whole generator state is one 64-bit integer.
+
+    Why: the HAN's draws (loss, duplicates, short addresses) persist with every premises. The Mersenne Twister's
+    state is 625 words, two thirds of a premises' JSON, decoded, encoded and compressed at every load and commit
+    of a million-device fleet; this one is a number. Statistical quality is ample for loss simulation; it is
+    not for cryptography (keys come from `os.urandom`/the PKI, never from here)."""
+
+    def __init__(self, seed: int = 0):
+        self._s = 0
+        super().__init__(seed)
+
+    def seed(self, a=None, version: int = 2) -> None:
+        if not isinstance(a, int):
+            a = int.from_bytes(hashlib.sha256(repr(a).encode()).digest()[:8], "big")
+        self._s = a & _M64
+        self.gauss_next = None
+
+    def _next64(self) -> int:
+        self._s = z = (self._s + 0x9E3779B97F4A7C15) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        return z ^ (z >> 31)
+
+    def random(self) -> float:
+        return (self._next64() >> 11) * (1.0 / 9007199254740992.0)
+
+    def getrandbits(self, k: int) -> int:
+        if k < 0:
+            raise ValueError("number of bits must be non-negative")
+        out, have = 0, 0
+        while have < k:
+            out = (out << 64) | self._next64()
+            have += 64
+        return out >> (have - k)
+
+    def getstate(self) -> int:
+        return self._s
+
+    def setstate(self, state) -> None:
+        """An integer (this generator's state) or a Mersenne Twister state `[version, internal, gauss]` saved by
+        an older version: the latter seeds this generator from its hash (draws differ, determinism stays)."""
+        if isinstance(state, int) and not isinstance(state, bool):
+            self._s = state & _M64
+        else:
+            self.seed(json.dumps(state, separators=(",", ":")))
+        self.gauss_next = None
+
+
 # ============================================================================================ the network
 
 class HanNetwork:
@@ -157,7 +212,7 @@ class HanNetwork:
                  duplicate: float = 0.0, mac_retries: int = 3, aps_retries: int = 3, processing: float = 0.001,
                  join_policy: Callable[[str], object] | None = None,
                  on_join: Callable[[str, bool, str], None] | None = None, trace: bool = False):
-        self.rng = random.Random(seed)
+        self.rng = CompactRandom(seed)
         self.st: dict = {
             "seed": seed, "pan_id": pan_id if pan_id is not None else self.rng.randrange(1, 0x3FFF),
             "defaults": asdict(LinkParams(loss=loss, latency=latency, duplicate=duplicate)),
@@ -175,8 +230,7 @@ class HanNetwork:
     @property
     def state(self) -> dict:
         """A snapshot of everything needed to resume (JSON types only; a copy, not the live dict)."""
-        version, internal, gauss = self.rng.getstate()
-        st = dict(self.st, rng=[version, list(internal), gauss],
+        st = dict(self.st, rng=self.rng.getstate(),
                   reassembly={eui: r.state for eui, r in self._reassemblers.items()})
         return json.loads(json.dumps(st))
 
@@ -185,8 +239,7 @@ class HanNetwork:
         net = cls(**callbacks)
         st = {k: v for k, v in state.items() if k not in ("rng", "reassembly")}
         net.st = st
-        v, internal, gauss = state["rng"]
-        net.rng.setstate((v, tuple(internal), gauss))
+        net.rng.setstate(state["rng"])
         net._reassemblers = {eui: han.Reassembler.from_state(r) for eui, r in state.get("reassembly", {}).items()}
         return net
 
