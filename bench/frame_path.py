@@ -141,7 +141,7 @@ def instrument(st: Stages) -> None:
     for name in ("state_json", "snapshot"):
         st.wrap(premises.Premises, name, f"commit: Premises.{name}()")
     st.wrap(fh.PremisesStore, "encode", "commit: encode + compress")
-    st.wrap(fh.PremisesStore, "encode_pieces", "commit: encode + compress")
+    st.wrap(fh.PremisesStore, "encode_raw", "commit: encode + compress")
     st.wrap(fh.PremisesStore, "save_many", "commit: SQLite save_many")
     st.wrap(fh.FleetHost, "_wake_of", "commit: timer index (_wake_of)")
     st.wrap(fh, "check_counters", "commit: check_counters")

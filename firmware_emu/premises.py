@@ -44,9 +44,7 @@ PPMID/HCALCS ↔ meters by CS03A1/CS03C).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import marshal
 import random
 from dataclasses import dataclass, field
 
@@ -60,6 +58,7 @@ from firmware_emu import devices as device_types
 from firmware_emu.chf import network as chf_network
 from firmware_emu.chf.routing import HanRouter
 from firmware_emu.core.device import Device, Emitted
+from firmware_emu.core import jsonio
 from firmware_emu.core.provisioning import default_anchors, device_keys
 from firmware_emu.han.install_code import with_crc
 from firmware_emu.han.network import Delivered, DeliveryFailed, HanNetwork, Joined, JoinFailed
@@ -85,20 +84,19 @@ class PremisesError(ValueError):
     pass
 
 
-_ENC = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
 class Snapshot:
-    """A premises' state for a commit (`Premises.snapshot`): `pieces` joined are its JSON text; `counters` is
+    """A premises' state for a commit (`Premises.snapshot`): `raw` is its JSON (UTF-8 bytes); `counters` is
     {device EUI: a copy of its counters}."""
 
-    pieces: list[str]
+    raw: bytes
     counters: dict
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        return self.raw.decode()
 
 
 @dataclass
@@ -224,7 +222,6 @@ class Premises:
         self.net.join_policy = self._join_policy
         self._head_end: dict[Role, object] = {}
         self._counters = None
-        self._fragments: dict[tuple, tuple[bytes, str]] = {}
         self._counters_synced: int | None = None
 
     # ---------------------------------------------------------------------------------------- persistence
@@ -234,81 +231,22 @@ class Premises:
         self.st["han"] = self.net.state
         self.st["devices"] = {e: d.state for e, d in self.devices.items()}
         self._sync_head_end()
-        return json.loads(json.dumps(self.st))
+        return jsonio.copy(self.st)
 
     def snapshot(self) -> "Snapshot":
-        """The state for a commit, without `state()`'s deep copies: its JSON text (exactly
-        `json.dumps(self.state(), separators=(",", ":"))`) and a copy of every device's counters (what
-        `core.store.check_counters` compares).
-
-        Every section (each top-level key, each device, the HAN's live tables) is looked at on every call: its
-        JSON text is reused only when `marshal.dumps(section, 2)` is byte for byte the one the text was made
-        from. Version-2 marshal has no back-references and tags every value with its exact type (bool, int and
-        float differ, floats by their bits, dict order included), so equal bytes mean an identical section; it
-        is about five times cheaper than JSON encoding. A section marshal cannot take is always re-encoded."""
+        """The state for a commit, without `state()`'s deep copies: its JSON (`json.loads` of it equals
+        `self.state()`) and a copy of every device's counters (what `core.store.check_counters` compares). One
+        encoder pass over the live dicts (`core.jsonio`): a premises is about 4 KB of JSON, a few µs."""
         self.st["devices"] = {e: d.state for e, d in self.devices.items()}
         self._sync_head_end()
-        st, net = self.st, self.net
+        net = self.net
         reassemblers = getattr(net, "_reassemblers", None)
         live = getattr(net, "st", None)
-        if "han" not in st or reassemblers is None or type(live) is not dict or "rng" in live \
-                or "reassembly" in live:
-            return Snapshot([json.dumps(self.state(), separators=(",", ":"))], self._device_counters())
-        frag, used = self._fragment, set()
-        before: list[str] = []             # "key":value segments before and after the HAN
-        after: list[str] = []
-        seg, group = before, {}
-        for k, v in st.items():
-            if k != "han" and k != "now" and (k != "devices" or type(v) is not dict):
-                group[k] = v               # sections that rarely change share one guard
-                continue
-            if group:
-                seg.append(frag(("top",) + tuple(group), group, used)[1:-1])
-                group = {}
-            if k == "han":
-                seg = after
-            elif k == "now":
-                seg.append('"now":' + _ENC.encode(v))
-            else:
-                seg.append('"devices":' + self._members(("devices",), v, used))
-        if group:
-            seg.append(frag(("top",) + tuple(group), group, used)[1:-1])
-        head = self._members(("han",), live, used)
-        reassembly = {eui: r.state for eui, r in reassemblers.items()}
-        text = ("{" + ",".join(before) + ("," if before else "") + '"han":' + head[:-1] + ("," if live else "")
-                + '"rng":' + _ENC.encode(net.rng.getstate()) + ',"reassembly":'
-                + frag(("reassembly",), reassembly, used) + "}" + ("," + ",".join(after) if after else "") + "}")
-        for key in [key for key in self._fragments if key not in used]:
-            del self._fragments[key]
-        return Snapshot([text], self._device_counters())
-
-    def _members(self, key: tuple, d, used: set) -> str:
-        """The JSON text of a dict whose members change at different rates (the devices, the HAN's tables):
-        one guarded fragment per member that is a dict or list, plain values (the HAN's clock) encoded
-        directly."""
-        if type(d) is not dict or not all(type(k) is str for k in d):
-            return self._fragment(key, d, used)
-        parts = []
-        for k, v in d.items():
-            t = type(v)
-            parts.append(_ENC.encode(k) + ":" + (self._fragment(key + (k,), v, used) if t is dict or t is list
-                                                 else _ENC.encode(v)))
-        return "{" + ",".join(parts) + "}"
-
-    def _fragment(self, key: tuple, value, used: set) -> str:
-        """The JSON text of one state section, reused while its version-2 marshal bytes are unchanged."""
-        used.add(key)
-        try:
-            m = marshal.dumps(value, 2)
-        except ValueError:                 # not a plain JSON tree (marshal cannot take it): always encode
-            self._fragments.pop(key, None)
-            return _ENC.encode(value)
-        got = self._fragments.get(key)
-        if got is not None and got[0] == m:
-            return got[1]
-        text = _ENC.encode(value)
-        self._fragments[key] = (m, text)
-        return text
+        if reassemblers is None or type(live) is not dict or "rng" in live or "reassembly" in live:
+            return Snapshot(jsonio.dumps(self.state()), self._device_counters())
+        st = dict(self.st)
+        st["han"] = dict(live, rng=net.rng.getstate(), reassembly={e: r.state for e, r in reassemblers.items()})
+        return Snapshot(jsonio.dumps(st), self._device_counters())
 
     def _device_counters(self) -> dict:
         return {e: _copy_plain(d.get("counters") or {}) for e, d in self.st["devices"].items()}
@@ -331,7 +269,7 @@ class Premises:
         if state.get("version") != STATE_VERSION:
             raise PremisesError(f"premises state version {state.get('version')!r}, expected {STATE_VERSION}")
         return cls(None, keystore, trace=trace, issuer=issuer,
-                   _state=json.loads(json.dumps(state)) if copy else state)
+                   _state=jsonio.copy(state) if copy else state)
 
     # ---------------------------------------------------------------------------------------- who is who
 

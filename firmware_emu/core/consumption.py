@@ -304,3 +304,17 @@ class ConsumptionModel:
         a, b = self.energy_wh(t_from) - origin, self.energy_wh(t_to) - origin
         edges = [0, *thresholds, math.inf]
         return [int(max(0, min(b, hi) - max(a, lo))) for lo, hi in zip(edges, edges[1:])]
+
+
+def model_of(device, params: dict, *, kind: str = "electricity", suffix: str = "") -> ConsumptionModel:
+    """The consumption model of `device` (its profile's seed, its EUI + `suffix`, `params`), made once and kept on
+    the device object: a fleet serves thousands of meters in turn, which a shared bounded cache would thrash
+    (building a model costs about as much as answering a read)."""
+    key = (int(device.profile.get("seed", 0)), device.state["eui"] + suffix, kind, tuple(sorted(params.items())))
+    memo = device.__dict__.setdefault("_consumption_models", {})
+    model = memo.get(key)
+    if model is None:
+        if len(memo) >= 8:
+            memo.clear()
+        model = memo[key] = ConsumptionModel(key[0], key[1], kind=kind, **params)
+    return model

@@ -49,7 +49,6 @@ import json
 import logging
 import math
 import time
-from functools import lru_cache
 
 from protocols.dlms.axdr import encode_data
 from protocols.security.eui import as_eui, eui_hex
@@ -57,7 +56,7 @@ from protocols.security.mac import encrypt_payload
 
 from firmware_emu.core.catalogue import Catalogue
 from firmware_emu.core.clock import GBCS_EPOCH, dlms_datetime, to_gbcs_seconds
-from firmware_emu.core.consumption import DAY, HALF_HOUR, MAX_TOU_INTERVALS, ConsumptionModel
+from firmware_emu.core.consumption import DAY, HALF_HOUR, MAX_TOU_INTERVALS, ConsumptionModel, model_of
 from firmware_emu.core.cosem import NULL, AccessContext, AccessFailure, CosemObject, StoredObject, attr_key
 from firmware_emu.core import logs
 from firmware_emu.core.logs import ProfileObject, capture_times, is_twin
@@ -99,24 +98,15 @@ def _profile(device) -> dict:
     return device.profile
 
 
-@lru_cache(maxsize=256)
-def _model(seed: int, key: str, params: str) -> ConsumptionModel:
-    p = json.loads(params)
-    return ConsumptionModel(seed, key, **p)
-
-
 def meter(device) -> ConsumptionModel:
     """This meter's consumption model (deterministic in the EUI and the profile)."""
     prof = _profile(device)
-    params = {k: prof[k] for k in ("mean_kw", "solar_kwp", "t0", "initial_wh") if k in prof}
-    return _model(int(prof.get("seed", 0)), device.state["eui"], json.dumps(params, sort_keys=True))
+    return model_of(device, {k: prof[k] for k in ("mean_kw", "solar_kwp", "t0", "initial_wh") if k in prof})
 
 
 def secondary_meter(device) -> ConsumptionModel:
     """The second measuring element of a twin-element ESME (its own, smaller load)."""
-    prof = _profile(device)
-    return _model(int(prof.get("seed", 0)), device.state["eui"] + "/secondary",
-                  json.dumps({"mean_kw": float(prof.get("secondary_mean_kw", 0.15))}))
+    return model_of(device, {"mean_kw": float(_profile(device).get("secondary_mean_kw", 0.15))}, suffix="/secondary")
 
 
 # ----------------------------------------------------------------------------------------------- tariff

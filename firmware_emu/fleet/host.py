@@ -62,6 +62,7 @@ from protocols.errors import DecodeError, GbcsEmuError
 from protocols.gbcs.message import decode, split_payload
 from protocols.gbcs.registry import REGISTRY
 
+from firmware_emu.core import jsonio
 from firmware_emu.core.clock import SimClock
 from firmware_emu.core.store import StateRegression, check_counters, open_wal
 from firmware_emu.fleet.config import ConfigError, FleetConfig, MixEntry, wall_start
@@ -159,12 +160,11 @@ class PremisesStore:
 
     # -- premises -----------------------------------------------------------------------------------------------
     def encode(self, state: dict) -> tuple[str, bytes]:
-        raw = json.dumps(state, separators=(",", ":")).encode()
+        raw = jsonio.dumps(state)
         return ("zlib", _zlib(raw)) if self.compress else ("json", raw)
 
-    def encode_text(self, text: str) -> tuple[str, bytes]:
-        """`encode` of a state already JSON text (`Premises.snapshot`)."""
-        raw = text.encode()
+    def encode_raw(self, raw: bytes) -> tuple[str, bytes]:
+        """`encode` of a state already JSON (`Premises.snapshot`)."""
         return ("zlib", _zlib(raw)) if self.compress else ("json", raw)
 
     @staticmethod
@@ -186,8 +186,8 @@ class PremisesStore:
                     at += size
                 else:
                     parts.append(next(own))
-            return json.loads(b"".join(parts))
-        return json.loads(zlib.decompress(blob) if enc == "zlib" else blob)
+            return jsonio.loads(b"".join(parts))
+        return jsonio.loads(zlib.decompress(blob) if enc == "zlib" else blob)
 
     def load(self, idx: int) -> tuple[str, dict, int] | None:
         """(kind, state, version) of premises idx, or None when it was never materialised."""
@@ -816,7 +816,7 @@ class FleetHost:
                 snap = l.premises.snapshot()
                 for eui, counters in snap.counters.items():
                     check_counters(eui, {"counters": l.counters.get(eui) or {}}, {"counters": counters})
-                enc, blob = self.store.encode_text(snap.text)
+                enc, blob = self.store.encode_raw(snap.raw)
                 rows.append((idx, l.kind.name, enc, blob, self._wake_of(l.premises), l.version))
                 done.append((idx, l, snap))
             meta = {"sim_now": self.sim_now}

@@ -35,6 +35,7 @@ import json
 import logging
 import random
 
+from firmware_emu.core import jsonio
 from firmware_emu.chf.network import install_code_link_key, mmo_hash
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class PremisesTemplate:
         text = self.text.replace(t_stem, stem) if stem != t_stem else self.text
         for old, new in subs:
             text = text.replace(old, new)
-        st = json.loads(text)
+        st = jsonio.loads(text)
         if self.rng is not None:
             st["han"]["rng"] = self.rng
         for dev in st["devices"].values():           # the prepayment baseline: {type section: {prepayment}}

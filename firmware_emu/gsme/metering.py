@@ -25,13 +25,11 @@ provides (`tariff_split`); without one everything is in tier/block 1.
 from __future__ import annotations
 
 import calendar
-import json
 import math
 import time
-from functools import lru_cache
 
 from firmware_emu.core.clock import GBCS_EPOCH, from_gbcs_seconds, to_gbcs_seconds
-from firmware_emu.core.consumption import DAY, HALF_HOUR, ConsumptionModel
+from firmware_emu.core.consumption import DAY, HALF_HOUR, ConsumptionModel, model_of
 from firmware_emu.core.zcl import Status, ZclContext, ZclFailure
 
 __all__ = ["METERING", "BASIC", "meter", "volume", "setup", "snapshot_times", "tariff_split",
@@ -48,16 +46,10 @@ MAX_UINT24 = 0xFFFFFF
 N_TIERS = 4
 
 
-@lru_cache(maxsize=256)
-def _model(seed: int, key: str, params: str) -> ConsumptionModel:
-    return ConsumptionModel(seed, key, kind="gas", **json.loads(params))
-
-
 def meter(device) -> ConsumptionModel:
     """This meter's gas consumption model (deterministic in the EUI and the profile)."""
     prof = device.profile
-    params = {k: prof[k] for k in ("mean_kw", "t0", "initial_wh") if k in prof}
-    return _model(int(prof.get("seed", 0)), device.state["eui"], json.dumps(params, sort_keys=True))
+    return model_of(device, {k: prof[k] for k in ("mean_kw", "t0", "initial_wh") if k in prof}, kind="gas")
 
 
 def volume(device, t: float) -> int:

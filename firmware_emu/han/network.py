@@ -61,6 +61,7 @@ from typing import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from firmware_emu.core import jsonio
 from firmware_emu.han.install_code import derive_link_key
 from protocols.errors import DecodeError
 from protocols.zigbee import han
@@ -232,7 +233,7 @@ class HanNetwork:
         """A snapshot of everything needed to resume (JSON types only; a copy, not the live dict)."""
         st = dict(self.st, rng=self.rng.getstate(),
                   reassembly={eui: r.state for eui, r in self._reassemblers.items()})
-        return json.loads(json.dumps(st))
+        return jsonio.copy(st)
 
     @classmethod
     def from_state(cls, state: dict, **callbacks) -> "HanNetwork":
