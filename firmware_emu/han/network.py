@@ -236,10 +236,13 @@ class HanNetwork:
         return jsonio.copy(st)
 
     @classmethod
-    def from_state(cls, state: dict, **callbacks) -> "HanNetwork":
-        net = cls(**callbacks)
-        st = {k: v for k, v in state.items() if k not in ("rng", "reassembly")}
-        net.st = st
+    def from_state(cls, state: dict, *, join_policy=None, on_join=None, trace: bool = False) -> "HanNetwork":
+        """The network `state` describes (no fresh draws: a fleet restores one per premises it loads)."""
+        net = cls.__new__(cls)
+        net.join_policy, net.on_join = join_policy, on_join
+        net.trace = [] if trace else None
+        net.st = {k: v for k, v in state.items() if k not in ("rng", "reassembly")}
+        net.rng = CompactRandom()
         net.rng.setstate(state["rng"])
         net._reassemblers = {eui: han.Reassembler.from_state(r) for eui, r in state.get("reassembly", {}).items()}
         return net
