@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import weakref
 from dataclasses import dataclass, field
 
 from protocols.errors import DecodeError
@@ -84,6 +85,10 @@ class PremisesError(ValueError):
     pass
 
 
+
+
+def _no_join(eui: str):
+    return None
 
 
 @dataclass
@@ -219,7 +224,8 @@ class Premises:
                 self.net.add_node(e, role=role, install_code=with_crc(bytes.fromhex(st["install_codes"][e])), **kw)
         else:
             self.net = HanNetwork.from_state(st["han"], trace=trace)
-        self.net.join_policy = self._join_policy
+        policy = weakref.WeakMethod(self._join_policy)   # weak: no reference cycle, so a premises a fleet
+        self.net.join_policy = lambda eui: (policy() or _no_join)(eui)     # evicts is freed at once (refcount)
         self._head_end: dict[Role, object] = {}
         self._counters = None
         self._counters_synced: int | None = None

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from protocols.framing.crc import x25
 
 from protocols.asn1.payloads import encode_asn1
 from protocols.security.eui import as_eui, eui_hex
@@ -45,6 +45,7 @@ from protocols.security.eui import as_eui, eui_hex
 from firmware_emu.core.catalogue import Catalogue
 from firmware_emu.core.clock import dlms_datetime, to_gbcs_seconds
 from firmware_emu.core.cosem import AccessFailure, StoredObject, attr_key, dlms_alert_content
+from firmware_emu.han.install_code import mmo_hash
 
 log = logging.getLogger(__name__)
 
@@ -119,36 +120,10 @@ def logged(device, eui) -> dict | None:
     return next((e for e in chf_state(device)["device_log"] if e["eui"] == key), None)
 
 
-def mmo_hash(data: bytes) -> bytes:
-    """ZigBee's Matyas-Meyer-Oseas hash over AES-128 (ZigBee spec B.6): the install-code → link-key derivation
-    and the CHF's link-key hash."""
-    msg = bytes(data) + b"\x80"
-    while len(msg) % 16 != 14:
-        msg += b"\x00"
-    bits = len(data) * 8
-    msg += bits.to_bytes(2, "big")
-    h = bytes(16)
-    for i in range(0, len(msg), 16):
-        block = msg[i:i + 16]
-        enc = Cipher(algorithms.AES(h), modes.ECB()).encryptor()
-        e = enc.update(block) + enc.finalize()
-        h = bytes(a ^ b for a, b in zip(e, block))
-    return h
-
-
-def _crc16_x25(data: bytes) -> int:
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFF
-
-
 def install_code_link_key(install_code: bytes) -> bytes:
     """The TC link key a device joins with: MMO hash of the install code with its CRC-16 (little-endian)
     appended (the appendix: the command's install code "does not include the 16 bit CRC")."""
-    return mmo_hash(install_code + _crc16_x25(install_code).to_bytes(2, "little"))
+    return mmo_hash(install_code + x25(install_code).to_bytes(2, "little"))
 
 
 def joining_open(device, now: float) -> bool:

@@ -40,7 +40,7 @@ def mmo_hash(data: bytes) -> bytes:
     h = bytes(16)
     for i in range(0, len(padded), 16):
         block = padded[i:i + 16]
-        h = bytes(a ^ b for a, b in zip(_aes_block(h, block), block))
+        h = (int.from_bytes(_aes_block(h, block), "big") ^ int.from_bytes(block, "big")).to_bytes(16, "big")
     return h
 
 
