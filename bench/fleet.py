@@ -168,6 +168,7 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
         start = loop.time()
         deadline = start + seconds if seconds else None
         sent = [0]
+        finished = [False]                                   # every command of the phase is sent
 
         async def reader(link):
             while True:
@@ -186,7 +187,7 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
                     bad[0] += 1
                 lat.append(loop.time() - t0)
                 sem.release()
-                if not pending and (sent[0] == len(cmds) or (deadline and loop.time() >= deadline)):
+                if not pending and finished[0]:
                     done.set()
 
         readers = [asyncio.create_task(reader(lk)) for lk in links]
@@ -198,6 +199,7 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
             await links[shard].send(frame)
             sent[0] += 1
         end_send = loop.time()
+        finished[0] = True
         if pending:
             try:
                 await asyncio.wait_for(done.wait(), 30.0)

@@ -327,3 +327,32 @@ async def test_graceful_close_finishes_the_running_command():
     with pytest.raises(OSError):
         await TcpWanClient.connect("127.0.0.1", server.port, timeout=1)
     await client.close()
+
+
+async def test_answers_of_one_loop_pass_leave_in_one_send_and_a_close_flushes_them(monkeypatch):
+    """A batch of answers written without yielding is one transport write; closing right after loses none."""
+    writes: list[int] = []
+    held: list[Origin] = []
+
+    async def hold(frame, reply):
+        held.append((frame, reply))
+
+    async with TcpWanServer(hold, framing="gfi") as server:
+        async with await TcpWanClient.connect("127.0.0.1", server.port, framing="gfi") as client:
+            for i in range(50):
+                await client.send(i.to_bytes(2, "big"))
+            await until(lambda: len(held) == 50)
+            conn = next(iter(server._conns.values()))
+            real = conn.writer.write
+            monkeypatch.setattr(conn.writer, "write", lambda data: (writes.append(len(data)), real(data))[1])
+            for frame, reply in held[:25]:                 # one pass of the loop: no await in between suspends
+                assert await reply(frame)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert len(writes) == 1
+            for frame, reply in held[25:]:
+                assert await reply(frame)
+            server._close_conn(conn)                       # before the scheduled flush ran
+            got = [int.from_bytes(await client.recv(), "big") for _ in range(50)]
+            assert got == list(range(50)) and len(writes) == 2
+    assert server.stats()["frames_out"] == 50
