@@ -218,6 +218,34 @@ def test_lru_eviction_writes_back_and_reload_is_identical(tmp_path):
         host.close()
 
 
+def test_a_premises_written_by_another_process_is_not_overwritten(tmp_path):
+    """Two hosts on one shard file (a misconfiguration): the second commit of a premises both loaded, and the
+    second creation of a premises both made, write nothing and raise ConcurrentWrite."""
+    from firmware_emu.fleet.host import ConcurrentWrite
+    cfg = config(tmp_path, han="direct")
+    a, b = FleetHost(cfg), FleetHost(cfg)
+    he = HeadEnd(cfg)
+    now = a.start_time
+    try:
+        a.handle(he.ecs17a(he.eui(0, "ESME"))[0], now)
+        b.handle(he.ecs17a(he.eui(0, "ESME"))[0], now)
+        a.commit()
+        with pytest.raises(ConcurrentWrite, match="created by someone else"):
+            b.commit()
+        assert not b.loaded(0) and b.counters.errors.get("concurrent_write") == 1
+        kind, stored, version = a.store.load(0)
+        assert version == 1
+        a.handle(he.ecs17a(he.eui(0, "ESME"))[0], now + 1)
+        b.handle(he.ecs17a(he.eui(0, "ESME"))[0], now + 1)     # b reloads version 1
+        a.commit()
+        with pytest.raises(ConcurrentWrite, match="changed since they were loaded"):
+            b.commit()
+        assert a.store.load(0)[2] == 2 and a.store.load(0)[1] == a.premises(0, now + 1).state()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_direct_han_gives_valid_answers(tmp_path):
     cfg = config(tmp_path, han="direct")
     host = FleetHost(cfg)

@@ -149,7 +149,16 @@ class ConsumptionModel:
         return self.base_w * acc / 3600.0
 
     def _cumulative(self, t: float) -> tuple[float, float]:
-        """(import Wh, export Wh) since t0 at time t, as floats."""
+        """(import Wh, export Wh) since t0 at time t, as floats. The last answer is kept: a device asks for the
+        same instant several times per frame (its tick charges prepayment, then the read answers)."""
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] == t:
+            return last[1]
+        out = self._cumulative_at(t)
+        self._last = (t, out)
+        return out
+
+    def _cumulative_at(self, t: float) -> tuple[float, float]:
         t = max(t, self.t0)
         if not self.solar_kwp or t <= self.solar_since:
             return self._load_integral_wh(t), 0.0

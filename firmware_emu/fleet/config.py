@@ -146,9 +146,9 @@ class HostTuning:
     key_cache: int = 0                # device key entries kept (0: 4 per cached premises)
     han: str = "simulated"            # simulated: every HAN frame; direct: always-on devices skip the HAN
     gc: str = "default"               # default: Python's collector as it is; tuned: the runner freezes start-up
-                                      # objects and collects less often (cheaper per command, but evicted
-                                      # premises with reference cycles then pile up: RSS grows ~3 MB/s under a
-                                      # steady load in the soak; use it for short benchmarks only)
+                                      # objects and collects less often (cheaper per command, but cyclic
+                                      # garbage, e.g. the simulated HAN's parsed frames, then piles up between
+                                      # rare full collections; use it for short benchmarks only)
 
 
 @dataclass(frozen=True)

@@ -204,19 +204,21 @@ class PremisesStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for idx, kind, enc, blob, wake, version in rows:
-                    if version == 0:
-                        try:
-                            self._db.execute("INSERT INTO premises (idx, kind, enc, state, version, wake) "
-                                             "VALUES (?, ?, ?, ?, 1, ?)", (idx, kind, enc, blob, wake))
-                        except sqlite3.IntegrityError:
-                            raise ConcurrentWrite(f"premises {idx} was created by someone else") from None
-                    else:
-                        cur = self._db.execute("UPDATE premises SET enc = ?, state = ?, version = version + 1, "
-                                               "wake = ? WHERE idx = ? AND version = ?",
-                                               (enc, blob, wake, idx, version))
-                        if cur.rowcount != 1:
-                            raise ConcurrentWrite(f"premises {idx} changed since it was loaded (version {version})")
+                new = [(idx, kind, enc, blob, wake) for idx, kind, enc, blob, wake, version in rows if version == 0]
+                old = [(enc, blob, wake, idx, version) for idx, kind, enc, blob, wake, version in rows if version]
+                if new:
+                    try:
+                        self._db.executemany("INSERT INTO premises (idx, kind, enc, state, version, wake) "
+                                             "VALUES (?, ?, ?, ?, 1, ?)", new)
+                    except sqlite3.IntegrityError:
+                        raise ConcurrentWrite(f"one of premises {[r[0] for r in new][:8]} was created by someone "
+                                              "else") from None
+                if old:
+                    cur = self._db.executemany("UPDATE premises SET enc = ?, state = ?, version = version + 1, "
+                                               "wake = ? WHERE idx = ? AND version = ?", old)
+                    if cur.rowcount != len(old):    # one row each, or another process wrote one of them
+                        raise ConcurrentWrite(f"{len(old) - cur.rowcount} of premises {[r[3] for r in old][:8]} "
+                                              "changed since they were loaded")
                 if meta:
                     self._put_meta(meta)
                 self._db.execute("COMMIT")

@@ -410,6 +410,15 @@ def _record_row(r: DeviceRecord) -> tuple:
             r.expires_at)
 
 
+_AUDIT_SQL = ("INSERT INTO inventory_audit (eui, device_type, event, source, target, at, actor, detail) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _audit_row(t: Transition) -> tuple:
+    return (t.eui, t.device_type, None if t.event is None else t.event.value,
+            None if t.source is None else t.source.value, t.target.value, t.at, t.actor, t.detail)
+
+
 class InventoryStore:
     """SMI records in SQLite (WAL), with an audit trail. May share the device `StateStore`'s file (own tables,
     own connection). Thread-safe; one store per process (a connection never crosses a fork)."""
@@ -438,11 +447,7 @@ class InventoryStore:
         return out
 
     def _audit(self, t: Transition) -> None:
-        self._db.execute(
-            "INSERT INTO inventory_audit (eui, device_type, event, source, target, at, actor, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (t.eui, t.device_type, None if t.event is None else t.event.value,
-             None if t.source is None else t.source.value, t.target.value, t.at, t.actor, t.detail))
+        self._db.execute(_AUDIT_SQL, _audit_row(t))
 
     def _load(self, eui: str) -> DeviceRecord | None:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM inventory WHERE eui = ?", (eui,)).fetchone()
@@ -479,10 +484,11 @@ class InventoryStore:
         """Insert or replace whole records (an import); each is audited as `import`. Returns how many."""
         recs = [r if isinstance(r, DeviceRecord) else DeviceRecord.from_dict(r) for r in records]
 
-        def work():
-            for r in recs:
-                self._db.execute("INSERT OR REPLACE INTO inventory VALUES (?, ?, ?, ?, ?, ?)", _record_row(r))
-                self._audit(Transition(r.eui, r.device_type, None, None, r.state, r.since, actor, "import"))
+        def work():                     # two statements per call, not two per record (a fleet stamps in batches)
+            self._db.executemany("INSERT OR REPLACE INTO inventory VALUES (?, ?, ?, ?, ?, ?)",
+                                 [_record_row(r) for r in recs])
+            self._db.executemany(_AUDIT_SQL, [_audit_row(Transition(r.eui, r.device_type, None, None, r.state,
+                                                                    r.since, actor, "import")) for r in recs])
             return len(recs)
         return self._transaction(work)
 

@@ -10,6 +10,9 @@ __all__ = ["EuiLike", "as_eui", "eui_hex"]
 EuiLike = bytes | bytearray | memoryview | str
 
 _SEPARATORS = str.maketrans("", "", "-: ")
+#: EUIs given as text, converted (a fleet converts the same few hundred thousand over and over); bounded.
+_FROM_TEXT: dict[str, bytes] = {}
+_FROM_TEXT_MAX = 1 << 16
 
 
 def as_eui(value: EuiLike) -> bytes:
@@ -23,14 +26,22 @@ def as_eui(value: EuiLike) -> bytes:
             return value
         raise InvalidEuiError(f"an EUI is 8 bytes, got {len(value)}")
     if isinstance(value, str):
+        got = _FROM_TEXT.get(value)
+        if got is not None:
+            return got
         text = value.translate(_SEPARATORS)
         if text[:2] in ("0x", "0X"):
             text = text[2:]
         if len(text) == 16:
             try:
-                return bytes.fromhex(text)
+                eui = bytes.fromhex(text)
             except ValueError:
                 pass
+            else:
+                if len(_FROM_TEXT) >= _FROM_TEXT_MAX:
+                    _FROM_TEXT.clear()
+                _FROM_TEXT[value] = eui
+                return eui
         raise InvalidEuiError(f"an EUI is 16 hex digits, got {value!r}")
     raise InvalidEuiError(f"an EUI is bytes or a hex string, got {type(value).__name__}")
 
