@@ -92,21 +92,14 @@ REGRESSIONS = [
      "reserved ZCL frame type handed to the Prepayment handler: KeyError (core/zcl.py)"),
     ("device_gpf_payload", bytes.fromhex("0b010901010702000c200008010000f9351c000100"),
      "global Read Reporting Configuration dispatched to Get Sampled Data: KeyError (core/zcl.py)"),
+    ("device_esme_payload", bytes.fromhex(
+        "0fd9200003f9000103001e00002b0202ff010102020102020512000709060000620100ee010000090800db00000000000109000202"
+        "160202020901020900"),
+     "ECS get_protected_attributes with a structure where a descriptor's class id belongs: TypeError out of "
+     "receive (esme/metering.py now type-checks the descriptor fields: type-unmatched)"),
 ]
 
 
-#: Found, not fixed yet (the code belongs to another package owner): strict xfails, so a fix turns them red
-#: until they move to REGRESSIONS.
-OPEN = [
-    pytest.param("device_esme_payload", bytes.fromhex(
-        "0fd9200003f9000103001e00002b0202ff010102020102020512000709060000620100ee010000090800db00000000000109000202160202020901020900"),
-        "ECS get_protected_attributes with a structure where a descriptor's class id belongs: TypeError out of "
-        "receive (firmware_emu/esme/metering.py does not type-check the descriptor fields)",
-        id="esme_protected_attributes_descriptor"),
-]
-
-
-@pytest.mark.parametrize("name,data,why", REGRESSIONS + OPEN,
-                         ids=[r[0] for r in REGRESSIONS] + [None] * len(OPEN))
+@pytest.mark.parametrize("name,data,why", REGRESSIONS, ids=[r[0] for r in REGRESSIONS])
 def test_found_inputs_stay_fixed(name, data, why):
     run_one(name, data, budget=2.0)
