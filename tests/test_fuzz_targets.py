@@ -97,6 +97,9 @@ REGRESSIONS = [
         "160202020901020900"),
      "ECS get_protected_attributes with a structure where a descriptor's class id belongs: TypeError out of "
      "receive (esme/metering.py now type-checks the descriptor fields: type-unmatched)"),
+    ("device_esme_payload", bytes.fromhex("0bd9200003f5000103001e00002b0206ff0101010200020209010209 00".replace(" ", "")),
+     "ECS get_protected_attributes whose descriptor list is null-data: TypeError iterating None out of receive "
+     "(esme/metering.py: both members must be arrays, else type-unmatched)"),
 ]
 
 

@@ -577,6 +577,8 @@ class DataProtection(CosemObject):
             raise AccessFailure("temporary-failure", "protected reads answer a command")
         try:
             descriptors, params = arg["value"][0]["value"], arg["value"][1]["value"]
+            if type(descriptors) is not list or type(params) is not list:
+                raise TypeError("descriptors and parameters are arrays")
         except (KeyError, IndexError, TypeError):
             raise AccessFailure("type-unmatched", "get_protected_attributes wants {descriptors, parameters}") \
                 from None
