@@ -26,8 +26,7 @@ premises of that kind, as an SMI installer who commissioned the premises before 
 
 A template ages: the premises stamped from it start at its time and catch up on their first frame (a GSME's
 idle wakes cost about 1 ms each), so a template older than `max_age` simulated seconds is replaced by a new
-one. Rows stored from a template's state may be compressed against its text (`fleet.host.PremisesStore`), so a
-template is persisted with an id (meta `template:<id>`) before any row referring to it.
+one. A stored row is the stamped premises' own full state: a restart needs no template.
 """
 from __future__ import annotations
 
