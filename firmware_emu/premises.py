@@ -85,9 +85,8 @@ class PremisesError(ValueError):
     pass
 
 
-
-
 def _no_join(eui: str):
+    """The join policy of a premises that is gone (its HAN may outlive it briefly)."""
     return None
 
 

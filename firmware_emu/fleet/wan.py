@@ -393,11 +393,12 @@ class TcpWanServer:
         """Hand the queued frames to the transport (before any close, so nothing written is lost)."""
         if not conn.out:
             return
-        data = b"".join(conn.out)
+        data, frames = b"".join(conn.out), len(conn.out)
         conn.out.clear()
         conn.out_bytes = 0
         if conn.writer.is_closing():
-            self.counters.undeliverable += 1
+            self.counters.undeliverable += frames
+            self.counters.frames_out -= frames
             return
         conn.writer.write(data)
 
