@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from protocols import fast  # noqa: E402
 from protocols.dlms import apdu, axdr  # noqa: E402
-from protocols.errors import DecodeError  # noqa: E402
+from protocols.errors import DecodeError, EncodeError  # noqa: E402
 from protocols.framing import crc, gfi, hdlc  # noqa: E402
 from protocols.gbcs import message  # noqa: E402
 from protocols.zigbee import gbz  # noqa: E402
@@ -40,13 +40,19 @@ class Disagreement(AssertionError):
     pass
 
 
-def _outcome(fn, *a, **kw):
+def outcome(fn, *a, **kw):
+    """A comparable outcome of a decoder call: the JSON text of the result (key order included), bytes as hex, or
+    the error's parts (message, field, offset). tests/test_c_backend.py compares the backends with it too."""
     try:
         got = fn(*a, **kw)
     except DecodeError as e:
         return ("DecodeError", e.message, e.field, e.offset)
+    except EncodeError as e:
+        return ("EncodeError", e.message, e.field)
     if isinstance(got, tuple):
         return json.dumps([x.hex() if isinstance(x, bytes) else x for x in got])
+    if isinstance(got, bytes):
+        return got.hex()
     return json.dumps(got)
 
 
@@ -76,9 +82,9 @@ def _targets(data: bytes):
 def check_one(data: bytes) -> None:
     """Raise Disagreement when the backends disagree on `data` (a C crash never returns)."""
     for name, fn, a, kw in _targets(data):
-        c = _outcome(fn, *a, **kw)
+        c = outcome(fn, *a, **kw)
         with fast.pure_python():
-            p = _outcome(fn, *a, **kw)
+            p = outcome(fn, *a, **kw)
         if c != p:
             raise Disagreement(f"{name}: C {c!r} != Python {p!r}")
     if fast.C is not None and fast.C.crc16_x25(data) != _PY_X25(data):

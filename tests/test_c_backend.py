@@ -5,7 +5,6 @@ CRC-16/X.25, the GFI/HDLC deframers and KDF + GMAC. Skipped when the C backend i
 install or GBCS_EMU_PURE_PYTHON=1); the backend selector itself is tested either way."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.c_differential import outcome
+from tests.strategies import mutate
 from protocols import fast
 from protocols.dlms import apdu, axdr
 from protocols.errors import DecodeError
@@ -30,19 +31,6 @@ needs_c = pytest.mark.skipif(fast.backend() != "c", reason="C codec backend not 
 _SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
 pure = fast.pure_python     # the pure-Python paths in this process: the reference
-
-
-def outcome(fn, *a, **kw):
-    """A comparable outcome: the JSON text of the result (key order included) or the error's parts."""
-    try:
-        got = fn(*a, **kw)
-    except DecodeError as e:
-        return ("DecodeError", e.message, e.field, e.offset)
-    if isinstance(got, tuple):
-        return json.dumps([x.hex() if isinstance(x, bytes) else x for x in got])
-    if isinstance(got, bytes):
-        return got.hex()
-    return json.dumps(got)
 
 
 def both(fn, *a, **kw):
@@ -117,23 +105,6 @@ def test_decode_same_on_every_rtds_message(rtds_messages):
     assert c_split >= len(rtds_messages) * 0.9
 
 
-def _mutate(draw, raw: bytearray) -> bytes:
-    for _ in range(draw(st.integers(1, 4))):
-        if not raw:
-            break
-        op = draw(st.sampled_from(["flip", "cut", "insert", "byte"]))
-        i = draw(st.integers(0, len(raw) - 1))
-        if op == "flip":
-            raw[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del raw[i:]
-        elif op == "insert":
-            raw.insert(i, draw(st.integers(0, 255)))
-        else:
-            raw[i] = draw(st.integers(0, 255))
-    return bytes(raw)
-
-
 @pytest.fixture(scope="module")
 def samples(request):
     try:
@@ -149,7 +120,7 @@ def test_decode_same_on_mutated_messages(samples):
     @_SETTINGS
     @given(st.data())
     def check(data):
-        raw = _mutate(data.draw, bytearray(data.draw(st.sampled_from(samples))))
+        raw = mutate(data.draw, bytearray(data.draw(st.sampled_from(samples))))
         c, p = both(m.decode, raw)
         assert c == p
         assert outcome(m.split_payload, raw) == outcome(m.split_payload_declared, raw)
@@ -198,7 +169,7 @@ def _data_strategy():
 @given(_data_strategy(), st.data())
 def test_axdr_same_on_generated_and_mutated_data(value, data):
     raw = axdr.build_data(value)
-    for buf in (raw, _mutate(data.draw, bytearray(raw)), raw + b"\x00"):
+    for buf in (raw, mutate(data.draw, bytearray(raw)), raw + b"\x00"):
         c, p = both(axdr.decode_data, buf)
         assert c == p
         c, p = both(_parse_data_outcome, buf)
@@ -245,7 +216,7 @@ def test_axdr_compact_arrays_same(value, data):
         raw = axdr.build_data(value)
     except Exception:                                   # noqa: BLE001 - e.g. zero-size elements: not buildable
         return
-    for buf in (raw, _mutate(data.draw, bytearray(raw)), b"\x02\x02" + raw + raw):
+    for buf in (raw, mutate(data.draw, bytearray(raw)), b"\x02\x02" + raw + raw):
         c, p = both(axdr.decode_data, buf)
         assert c == p
 
@@ -273,7 +244,7 @@ def test_dlms_same_on_mutated_payloads(samples):
     @_SETTINGS
     @given(st.data())
     def check(data):
-        raw = _mutate(data.draw, bytearray(data.draw(st.sampled_from(payloads))))
+        raw = mutate(data.draw, bytearray(data.draw(st.sampled_from(payloads))))
         assert outcome(apdu.decode_apdu, raw, base=7) == outcome(apdu.decode_apdu_declared, raw, base=7)
     if payloads:
         check()
@@ -294,7 +265,7 @@ def test_gbz_same_on_mutated_payloads(samples):
     @given(st.data())
     def check(data):
         content, cra = data.draw(st.sampled_from(payloads))
-        raw = _mutate(data.draw, bytearray(content))
+        raw = mutate(data.draw, bytearray(content))
         c, p = both(gbz.decode_gbz, raw, base=3, cra_flag=cra)
         assert c == p
     if payloads:
@@ -337,7 +308,7 @@ def _stream(draw, kind):
             frame = bytearray(hdlc.encode_hdlc(payload, dest=draw(st.integers(0, 0x3FFF)), src=1,
                                                control=draw(st.integers(0, 255))))
         if draw(st.booleans()):
-            frame = bytearray(_mutate(draw, frame))
+            frame = bytearray(mutate(draw, frame))
         parts.append(bytes(frame))
         parts.append(draw(st.binary(max_size=8)))
     blob = b"".join(parts)

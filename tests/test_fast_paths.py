@@ -14,26 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.c_differential import outcome
+from tests.strategies import ENVELOPE_BYTES, mutate
 from protocols.dlms import apdu
-from protocols.errors import DecodeError, EncodeError
+from protocols.errors import DecodeError
 from protocols.gbcs import message as m
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _outcome(fn, *a):
-    """A comparable outcome: the JSON text of the result (key order included) or the error's parts."""
-    try:
-        got = fn(*a)
-    except DecodeError as e:
-        return ("DecodeError", e.message, e.field, e.offset)
-    except EncodeError as e:
-        return ("EncodeError", e.message, e.field)
-    if isinstance(got, bytes):
-        return got
-    if isinstance(got, tuple):
-        return json.dumps([got[0], got[1].hex() if got[1] is not None else None, got[2]])
-    return json.dumps(got)
 
 
 # -- envelope ---------------------------------------------------------------------------------------------------
@@ -41,27 +28,9 @@ def _outcome(fn, *a):
 def test_split_payload_matches_declaration_on_rtds(rtds_messages):
     fast = 0
     for path, data in rtds_messages:
-        assert _outcome(m.split_payload, data) == _outcome(m.split_payload_declared, data), path.name
+        assert outcome(m.split_payload, data) == outcome(m.split_payload_declared, data), path.name
         fast += m._split_fast(data) is not None
     assert fast >= len(rtds_messages) * 0.9          # the fast path is the one that runs
-
-
-def _mutate(draw, raw: bytearray) -> bytes:
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "cut", "insert", "byte"]))
-        if not raw:
-            break
-        i = draw(st.integers(0, len(raw) - 1))
-        if op == "flip":
-            raw[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "cut":
-            del raw[i:]
-        elif op == "insert":
-            raw.insert(i, draw(st.integers(0, 255)))
-        else:
-            raw[i] = draw(st.sampled_from([0x00, 0x08, 0x09, 0x0C, 0x40, 0x7F, 0x80, 0x81, 0x82, 0x83, 0xDD,
-                                           0xDF, 0xE0, 0xFF]))
-    return bytes(raw)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +48,8 @@ def samples(request):
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_split_payload_matches_declaration_on_mutations(samples, data):
     raw = bytearray(data.draw(st.sampled_from(samples)))
-    mutated = _mutate(data.draw, raw)
-    assert _outcome(m.split_payload, mutated) == _outcome(m.split_payload_declared, mutated)
+    mutated = mutate(data.draw, raw, ENVELOPE_BYTES)
+    assert outcome(m.split_payload, mutated) == outcome(m.split_payload_declared, mutated)
 
 
 @given(st.binary(max_size=80), st.sampled_from([b"\xDF\x09", b"\xDD\x00\x00\x00\x00\x00\x00", b""]))
@@ -89,7 +58,7 @@ def test_split_payload_matches_declaration_on_random_bytes(tail, head):
     raw = head + tail
     if not raw:
         return
-    assert _outcome(m.split_payload, raw) == _outcome(m.split_payload_declared, raw)
+    assert outcome(m.split_payload, raw) == outcome(m.split_payload_declared, raw)
 
 
 def test_grouping_header_builder_matches_declaration_on_rtds(rtds_messages):
@@ -142,15 +111,15 @@ def test_grouping_header_builder_matches_declaration_on_generated(cra, counter, 
             oi[k] = v
     gh = {"cra_flag": cra, "originator_counter": counter, "originator": originator, "recipient": recipient,
           "date_time": date_time, "other_information": oi}
-    assert _outcome(m.encode_grouping_header, gh, content, signature) == \
-        _outcome(m.encode_grouping_header_declared, gh, content, signature)
+    assert outcome(m.encode_grouping_header, gh, content, signature) == \
+        outcome(m.encode_grouping_header_declared, gh, content, signature)
 
 
 @given(signing=st.binary(max_size=300), mac=st.one_of(st.binary(min_size=11, max_size=13), st.just("AB" * 12)),
        header=st.sampled_from([None, {}, {"security_header": {"security_control": 0x31, "invocation_counter": 5}}]))
 @settings(max_examples=300, deadline=None)
 def test_mac_wrapper_matches_declaration(signing, mac, header):
-    assert _outcome(m.wrap_mac_header, signing, mac, header) == _outcome(m.wrap_mac_header_declared, signing, mac,
+    assert outcome(m.wrap_mac_header, signing, mac, header) == outcome(m.wrap_mac_header_declared, signing, mac,
                                                                         header)
 
 
@@ -173,7 +142,7 @@ def test_access_request_parser_matches_declaration_on_rtds(rtds_messages):
     assert payloads
     fast = 0
     for p in payloads:
-        assert _outcome(apdu.decode_apdu, p) == _outcome(apdu.decode_apdu_declared, p)
+        assert outcome(apdu.decode_apdu, p) == outcome(apdu.decode_apdu_declared, p)
         fast += apdu._decode_access_request_fast(p) is not None
     assert fast == len(payloads)
 
@@ -198,10 +167,10 @@ def dlms_samples(request):
 @given(data=st.data())
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_access_request_parser_matches_declaration_on_mutations(dlms_samples, data):
-    raw = _mutate(data.draw, bytearray(data.draw(st.sampled_from(dlms_samples))))
+    raw = mutate(data.draw, bytearray(data.draw(st.sampled_from(dlms_samples))), ENVELOPE_BYTES)
     if not raw or raw[0] != apdu.ACCESS_REQUEST:
         raw = bytes((apdu.ACCESS_REQUEST,)) + raw[1:]
-    assert _outcome(apdu.decode_apdu, raw) == _outcome(apdu.decode_apdu_declared, raw)
+    assert outcome(apdu.decode_apdu, raw) == outcome(apdu.decode_apdu_declared, raw)
 
 
 _DATA = st.one_of(st.just({"type": "null-data", "value": None}), st.just({"type": "double-long-unsigned", "value": 7}),
@@ -222,7 +191,7 @@ def test_access_response_builder_matches_declaration_on_generated(invoke, dt, sp
     if specs != "missing":
         v["request_specifications"] = specs
     obj = {"access_response": v}
-    assert _outcome(apdu.encode_apdu, obj) == _outcome(apdu.encode_apdu_declared, obj)
+    assert outcome(apdu.encode_apdu, obj) == outcome(apdu.encode_apdu_declared, obj)
 
 
 # -- commit snapshot and storage --------------------------------------------------------------------------------
