@@ -318,27 +318,6 @@ def dlms_results(msg: dict) -> tuple[list[str], list[dict]]:
     return [r.get("result") for r in ar.get("results") or []], ar.get("data") or []
 
 
-def alert_code(msg: dict) -> int | None:
-    """The alert code of an alert (DLMS data-notification body or an `alert_code` field), None if not found."""
-    payload = msg.get("payload") or {}
-    dn = (payload.get("dlms") or {}).get("data_notification")
-    if dn:
-        body = dn.get("notification_body") or {}
-        vals = body.get("value") if isinstance(body, dict) else None
-        if isinstance(vals, list) and vals and isinstance(vals[0], dict) and isinstance(vals[0].get("value"), int):
-            return vals[0]["value"]
-    stack = [payload]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            if isinstance(o.get("alert_code"), int):
-                return o["alert_code"]
-            stack.extend(o.values())
-        elif isinstance(o, list):
-            stack.extend(o)
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ the model
 
 @dataclass
@@ -424,7 +403,7 @@ class Traffic:
         from firmware_emu.fleet.wan import WanClosed
         from hil.verify import INVALID, VALID
         from protocols.errors import DecodeError
-        from protocols.gbcs.message import decode
+        from protocols.gbcs.message import alert_code, decode
         try:
             while True:
                 try:

@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crash import ROOT, START, FleetProcess, HeadEnd, alert_code, dlms_results, vm_rss  # noqa: E402
+from crash import ROOT, START, FleetProcess, HeadEnd, dlms_results, vm_rss  # noqa: E402
 
 #: (use case, device type, weight)
 MIX = (("ECS17a", "ESME", 30), ("ECS82", "ESME", 8), ("ECS45", "ESME", 7), ("CS01a", "ESME", 12),
@@ -217,7 +217,7 @@ class Soak:
     def on_frame(self, frame: bytes) -> None:
         from hil.verify import INVALID, VALID
         from protocols.errors import DecodeError, GbcsEmuError
-        from protocols.gbcs.message import decode
+        from protocols.gbcs.message import alert_code, decode
         try:
             msg = decode(frame)
         except DecodeError:

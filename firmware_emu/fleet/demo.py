@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Callable
 
 from protocols.errors import DecodeError, GbcsEmuError
-from protocols.gbcs.message import decode
+from protocols.gbcs.message import alert_code, decode
 from protocols.gbcs.registry import REGISTRY
 from protocols.security.eui import as_eui
 from protocols.security.keystore import Role
 from protocols.security.utrn import ValueClass, build_utrn
 
-from firmware_emu.fleet.host import find_key
 
 log = logging.getLogger(__name__)
 
@@ -296,24 +295,12 @@ class _Commands:
 
 
 def _alert_code(msg: dict) -> str:
-    """The alert code of an alert message, as 0xNNNN (DLMS data-notification body, GBZ alert, else the
-    message code)."""
-    payload = msg.get("payload") or {}
-    dn = (payload.get("dlms") or {}).get("data_notification")
-    if dn:
-        body = dn.get("notification_body") or {}
-        vals = body.get("value") if isinstance(body, dict) else None
-        if isinstance(vals, list) and vals and isinstance(vals[0], dict) and isinstance(vals[0].get("value"), int):
-            return f"0x{vals[0]['value']:04X}"
-    found = find_key(payload, "alert_code")
-    if isinstance(found, int):
-        return f"0x{found:04X}"
-    if found:
-        return str(found)
+    """The alert code of an alert message, as 0xNNNN (else its message code)."""
+    code = alert_code(msg)
+    if code is not None:
+        return f"0x{code:04X}"
     code = ((msg.get("grouping_header") or {}).get("other_information") or {}).get("message_code")
     return str(code) if code is not None else "unknown"
-
-
 
 
 def _outcome(msg: dict) -> str | None:

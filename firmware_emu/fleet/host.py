@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Iterator
 
 from protocols.errors import DecodeError, GbcsEmuError
-from protocols.gbcs.message import decode, split_payload
+from protocols.gbcs.message import alert_code, decode, split_payload
 from protocols.gbcs.registry import REGISTRY
 
 from firmware_emu.core import jsonio
@@ -348,20 +348,6 @@ def _header(frame: bytes) -> tuple[dict, bool]:
     return {"recipient": gh["recipient"].upper(), "originator": gh["originator"].upper(),
             "counter": gh.get("originator_counter"), "cra": gh.get("cra_flag", "other"),
             "code": int(code, 16) if isinstance(code, str) and code else code, "last": True}, False
-
-
-def find_key(obj, key: str):
-    """The first value of `key` anywhere in a decoded (JSON) tree, depth first; None when absent."""
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            got = find_key(v, key)
-            if got is not None:
-                return got
-    return None
 
 
 def _success(frame: bytes) -> bool:
@@ -730,15 +716,13 @@ class FleetHost:
                 self.counters.responses += 1
                 out.append(o)
             elif h["cra"] == "alert":
-                code = None
                 try:
-                    code = find_key(decode(f).get("payload"), "alert_code")
+                    code = alert_code(decode(f))
                 except DecodeError:
-                    pass
-                if isinstance(code, int):
-                    code = f"0x{code:04X}"
-                o = Outbound(f, idx, hub, "alert", alert_code=str(code) if code is not None else
-                             (f"0x{h['code']:04X}" if isinstance(h["code"], int) else "unknown"))
+                    code = None
+                if code is None:
+                    code = h["code"] if isinstance(h["code"], int) else None
+                o = Outbound(f, idx, hub, "alert", alert_code=f"0x{code:04X}" if code is not None else "unknown")
                 self.counters.alerts += 1
                 out.append(o)
             else:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 
 from firmware_emu.core.catalogue import same_shape
+from protocols.gbcs.message import alert_code
+from protocols.gbcs.message import code_value as _code
 
 __all__ = ["compare_message", "compare_envelope", "compare_payload", "compare_decrypted", "security_failures",
            "alert_code", "alert_counters", "pair_alerts", "form"]
@@ -42,36 +44,6 @@ _GBZ_EQUAL = frozenset({"status", "status_name", "attribute_id", "type", "comman
 def form(msg: dict) -> str:
     """`DD` (MAC header present) or `DF` (General-Signing only)."""
     return "DD" if msg.get("mac_header") else "DF"
-
-
-def _code(value) -> int | None:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value, 16)
-        except ValueError:
-            return None
-    return None
-
-
-def alert_code(msg: dict) -> int | None:
-    """The alert code an alert carries, whatever its payload family (None when it has none)."""
-    payload = msg.get("payload") or {}
-    if "dlms" in payload:
-        dn = payload["dlms"].get("data_notification") or {}
-        body = dn.get("notification_body") or {}
-        items = body.get("value") if body.get("type") == "structure" else None
-        if items and isinstance(items[0], dict) and isinstance(items[0].get("value"), int):
-            return items[0]["value"]
-        return None
-    if "gbz" in payload:
-        return _code(payload["gbz"].get("alert_code"))
-    if "asn1" in payload:
-        value = payload["asn1"].get("value")
-        if isinstance(value, dict):
-            return _code(value.get("alert_code"))
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- envelope

@@ -19,7 +19,7 @@ from protocols.prims import ber_length_bytes, build_value, parse_exact, to_jsona
 
 __all__ = ["decode", "encode", "split_payload", "split_payload_declared", "payload_family", "PAYLOAD_FAMILIES",
            "encode_grouping_header", "encode_grouping_header_declared", "wrap_mac_header",
-           "wrap_mac_header_declared"]
+           "wrap_mac_header_declared", "alert_code", "code_value"]
 
 DLMS_TAGS = frozenset((0xD9, 0xDA, 0x0F))
 GBZ_PROFILE = b"\x01\x09"
@@ -514,3 +514,35 @@ def encode(msg: dict) -> bytes:
         return wrap_mac_header(signing, mh.get("mac", ""), mh)
     return signing
 
+
+# ------------------------------------------------------------------------------------------------ alerts
+
+def code_value(value) -> int | None:
+    """A message or alert code given as an integer or as hex text ("0x8F53", "8F53"); None otherwise."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return None
+
+
+def alert_code(msg: dict) -> int | None:
+    """The alert code an alert carries, whatever its payload family (None when it has none)."""
+    payload = msg.get("payload") or {}
+    if "dlms" in payload:
+        dn = payload["dlms"].get("data_notification") or {}
+        body = dn.get("notification_body") or {}
+        items = body.get("value") if body.get("type") == "structure" else None
+        if items and isinstance(items[0], dict) and isinstance(items[0].get("value"), int):
+            return items[0]["value"]
+        return None
+    if "gbz" in payload:
+        return code_value(payload["gbz"].get("alert_code"))
+    if "asn1" in payload:
+        value = payload["asn1"].get("value")
+        if isinstance(value, dict):
+            return code_value(value.get("alert_code"))
+    return None
