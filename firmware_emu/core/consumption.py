@@ -83,6 +83,7 @@ class ConsumptionModel:
         self.wh_per_dm3 = calorific_mj_m3 * VOLUME_CORRECTION / 3.6
         r = _Draws(kind.encode(), str(int(seed)).encode(), _key_bytes(key))
         self._draws = r
+        self._last: tuple | None = None     # (t, _cumulative(t)) of the last call
         self.base_w = mean_kw * 1000.0 * r.u("base", 0.6, 1.4)
         self.power_factor = r.u("pf", 0.90, 0.98)
 
@@ -151,7 +152,7 @@ class ConsumptionModel:
     def _cumulative(self, t: float) -> tuple[float, float]:
         """(import Wh, export Wh) since t0 at time t, as floats. The last answer is kept: a device asks for the
         same instant several times per frame (its tick charges prepayment, then the read answers)."""
-        last = self.__dict__.get("_last")
+        last = self._last
         if last is not None and last[0] == t:
             return last[1]
         out = self._cumulative_at(t)
