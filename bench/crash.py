@@ -226,15 +226,9 @@ def vm_rss(pid: int) -> int:
 
 def _dlms(code: int, recipient: str, specs: list[tuple]) -> dict:
     """Command JSON: specs are (kind, class_id, obis, index, data or None)."""
-    request_specs, data = [], []
-    for kind, class_id, obis, index, value in specs:
-        descriptor = {"class_id": class_id, "instance_id": obis,
-                      ("method_id" if kind == "action" else "attribute_id"): index}
-        request_specs.append({"kind": kind, "descriptor": descriptor, "access_selection": None})
-        data.append(value if value is not None else {"type": "null-data", "value": None})
+    from protocols.dlms.apdu import access_request
     return {"grouping_header": {"recipient": recipient, "other_information": {"message_code": f"0x{code:04X}"}},
-            "payload": {"dlms": {"access_request": {"long_invoke_id_and_priority": "20000000", "date_time": "",
-                                                    "request_specifications": request_specs, "data": data}}}}
+            "payload": {"dlms": access_request(*specs)}}
 
 
 def _ecs01b(recipient: str, price: int) -> dict:

@@ -118,6 +118,7 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
     from firmware_emu.fleet.wan import TcpWanClient
     from hil.remote_party import CounterStore, RemoteParty
     from hil.verify import VALID, make_verifier
+    from protocols.dlms.apdu import access_request
     from protocols.gbcs.message import decode
     from protocols.security.keystore import Role
 
@@ -129,15 +130,12 @@ def _load_main(cfg_dict: dict, index: int, clients: int, ports: list[int], plan:
     verify = make_verifier(ks)
     rng = random.Random(1000 + index)
     shards = len(ports)
-    spec = {"kind": "get", "descriptor": {"class_id": 3, "instance_id": "1-0:1.8.0.255", "attribute_id": 2},
-            "access_selection": None}
+    ecs17a = {"dlms": access_request(("get", 3, "1-0:1.8.0.255", 2, None))}
 
     def build(idx: int) -> tuple[int, str, int, bytes]:
         eui = premises_euis(cfg, idx)["ESME"]
         cmd = {"grouping_header": {"recipient": eui, "other_information": {"message_code": "0x0026"}},
-               "payload": {"dlms": {"access_request": {"long_invoke_id_and_priority": "20000000", "date_time": "",
-                                                       "request_specifications": [spec],
-                                                       "data": [{"type": "null-data", "value": None}]}}}}
+               "payload": ecs17a}
         frame = party.build(cmd)
         return idx % shards, eui, party.last_counter, frame
 

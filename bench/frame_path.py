@@ -28,11 +28,11 @@ from firmware_emu.fleet.host import FleetHost  # noqa: E402
 from firmware_emu.fleet.keys import FleetKeys, premises_euis  # noqa: E402
 from hil.remote_party import CounterStore, RemoteParty  # noqa: E402
 from hil.verify import VALID, make_verifier  # noqa: E402
+from protocols.dlms.apdu import access_request  # noqa: E402
 from protocols.gbcs.message import decode  # noqa: E402
 from protocols.security.keystore import Role  # noqa: E402
 
-ECS17A_SPEC = {"kind": "get", "descriptor": {"class_id": 3, "instance_id": "1-0:1.8.0.255", "attribute_id": 2},
-               "access_selection": None}
+ECS17A = {"dlms": access_request(("get", 3, "1-0:1.8.0.255", 2, None))}
 
 
 def make_config(state_dir: Path, premises: int):
@@ -53,9 +53,7 @@ def build_commands(cfg, rounds: int) -> list[bytes]:
         for i in range(cfg.premises):
             cmd = {"grouping_header": {"recipient": premises_euis(cfg, i)["ESME"],
                                        "other_information": {"message_code": "0x0026"}},
-                   "payload": {"dlms": {"access_request": {
-                       "long_invoke_id_and_priority": "20000000", "date_time": "",
-                       "request_specifications": [ECS17A_SPEC], "data": [{"type": "null-data", "value": None}]}}}}
+                   "payload": ECS17A}
             out.append(no.build(cmd))
     return out
 

@@ -49,6 +49,7 @@ import random
 import weakref
 from dataclasses import dataclass, field
 
+from protocols.dlms.apdu import access_request
 from protocols.errors import DecodeError
 from protocols.gbcs import gbt
 from protocols.gbcs.message import decode, split_payload
@@ -655,17 +656,13 @@ def _os(h: str) -> dict:
 
 def _ccs01(chf: str, eui: str, install_code: str, register_type: int, timeout: int) -> dict:
     """CCS01: register_device {EUI, key type 1 (install code), code, type}, join timeout, enable joining."""
-    def spec(kind, index):
-        key = "method_id" if kind == "action" else "attribute_id"
-        return {"kind": kind, "descriptor": {"class_id": 104, "instance_id": NETWORK_CONTROL, key: index},
-                "access_selection": None}
     register = {"type": "structure", "value": [_os(eui), {"type": "enum", "value": 1}, _os(install_code),
                                                {"type": "enum", "value": register_type}]}
     return {"grouping_header": {"recipient": chf, "other_information": {"message_code": "0x0001"}},
-            "payload": {"dlms": {"access_request": {
-                "long_invoke_id_and_priority": "20000000", "date_time": "",
-                "request_specifications": [spec("action", 1), spec("set", 3), spec("set", 2)],
-                "data": [register, {"type": "long-unsigned", "value": timeout}, {"type": "boolean", "value": True}]}}}}
+            "payload": {"dlms": access_request(("action", 104, NETWORK_CONTROL, 1, register),
+                                               ("set", 104, NETWORK_CONTROL, 3, {"type": "long-unsigned",
+                                                                                 "value": timeout}),
+                                               ("set", 104, NETWORK_CONTROL, 2, {"type": "boolean", "value": True}))}}
 
 
 def _asn1(recipient: str, code: str, schema: str, value: dict) -> dict:

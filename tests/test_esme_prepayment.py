@@ -12,6 +12,7 @@ from firmware_emu.core.provisioning import default_anchors, device_keys
 from firmware_emu.esme import prepayment, supply
 from firmware_emu.esme.device import Esme
 from hil.conformance.codec import read_message_file
+from protocols.dlms.apdu import access_request
 from protocols.gbcs.message import decode
 from protocols.security import Keystore, Role
 from protocols.security.pki import DEFAULT_ORGANISATIONS, PkiIssuer, default_device_eui
@@ -27,17 +28,10 @@ OTHER_DEVICE = default_device_eui(2)
 
 def dlms_command(code: int, *specs) -> dict:
     """Command JSON: specs are (kind, class_id, obis, index, data)."""
-    request_specs, data = [], []
-    for kind, class_id, obis, index, value in specs:
-        descriptor = {"class_id": class_id, "instance_id": obis,
-                      ("method_id" if kind == "action" else "attribute_id"): index}
-        request_specs.append({"kind": kind, "descriptor": descriptor, "access_selection": None})
-        data.append(value if value is not None else {"type": "null-data", "value": None})
     return {"grouping_header": {"cra_flag": "command", "originator_counter": 0, "originator": SUPPLIER.hex(),
                                 "recipient": DEVICE.hex(), "date_time": None,
                                 "other_information": {"message_code": f"0x{code:04X}"}},
-            "payload": {"dlms": {"access_request": {"long_invoke_id_and_priority": "20000000", "date_time": "",
-                                                    "request_specifications": request_specs, "data": data}}}}
+            "payload": {"dlms": access_request(*specs)}}
 
 
 def utrn_for(ks, device, counter_block: int, value: int, value_class=ValueClass.POUNDS) -> str:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from protocols.dlms.apdu import access_request
 from protocols.errors import DecodeError, GbcsEmuError
 from protocols.gbcs.message import alert_code, decode
 from protocols.gbcs.registry import REGISTRY
@@ -269,11 +270,7 @@ class _Commands:
         if use_case == "CS01a":
             from firmware_emu.esme.prepayment import TOKEN_GATEWAY
             value = {"type": "octet-string", "value": self._utrn(recipient).encode().hex().upper()}
-            payload = {"dlms": {"access_request": {"long_invoke_id_and_priority": "20000000", "date_time": "",
-                                                   "request_specifications": [{"kind": "action", "descriptor": {
-                                                       "class_id": 115, "instance_id": TOKEN_GATEWAY,
-                                                       "method_id": 1}, "access_selection": None}],
-                                                   "data": [value]}}}
+            payload = {"dlms": access_request(("action", 115, TOKEN_GATEWAY, 1, value))}
         elif use_case == "CS01b":
             comp = {"cluster": 0x0705, "zcl": {"frame_control": {"frame_type": "cluster",
                                                                  "direction": "client_to_server"},

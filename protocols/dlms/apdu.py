@@ -22,7 +22,7 @@ from protocols.prims import BerLength, End, Expect, HexBytes, HexPrefixed, Linke
 
 __all__ = ["AccessRequest", "AccessResponse", "DataNotification", "decode_apdu", "encode_apdu",
            "decode_apdu_declared", "encode_apdu_declared",
-           "DATA_ACCESS_RESULT", "ACTION_RESULT"]
+           "DATA_ACCESS_RESULT", "ACTION_RESULT", "access_request"]
 
 ACCESS_REQUEST = 0xD9
 ACCESS_RESPONSE = 0xDA
@@ -329,3 +329,17 @@ if _C is not None:
     _C.set_tables("kind_names", _KIND_NAMES)
     _C.set_tables("access_results", {v: k for k, v in DATA_ACCESS_RESULT.items()})
     _C.set_tables("action_results", {v: k for k, v in ACTION_RESULT.items()})
+
+
+def access_request(*specs: tuple) -> dict:
+    """The JSON form of an Access-Request, as head ends send it (long invoke id and priority 0x20000000, no
+    date-time), from `(kind, class_id, obis, index, data)` tuples: kind `get`, `set` or `action`; index the
+    attribute or method id; data None for null-data."""
+    request_specs, data = [], []
+    for kind, class_id, obis, index, value in specs:
+        descriptor = {"class_id": class_id, "instance_id": obis,
+                      ("method_id" if kind == "action" else "attribute_id"): index}
+        request_specs.append({"kind": kind, "descriptor": descriptor, "access_selection": None})
+        data.append(value if value is not None else {"type": "null-data", "value": None})
+    return {"access_request": {"long_invoke_id_and_priority": "20000000", "date_time": "",
+                               "request_specifications": request_specs, "data": data}}
